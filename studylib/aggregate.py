@@ -70,8 +70,13 @@ class _Plain:
     def __init__(self, d):
         self.d = d
 
-    def model_dump(self, mode="json"):
-        return self.d
+    def model_dump(self, mode="json", exclude=None):
+        """The dict without the ``exclude`` keys (pydantic's nested form: {"data": {"root"}})."""
+        out = dict(self.d)
+        for key, sub in (exclude or {}).items():
+            if isinstance(out.get(key), dict):
+                out[key] = {k: v for k, v in out[key].items() if k not in sub}
+        return out
 
 
 def load_runs(outputs=None, return_problems: bool = False):

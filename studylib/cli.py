@@ -2,6 +2,9 @@
 
     studylib run <study> [--profile P] [-p key value]... [-f params.yaml] [--outputs DIR] [--force]
     studylib check <params.yaml | study> [--profile P]
+    studylib sweep <sweep.yaml | name> [--workers N] [--scheduler tcp://host:port] [--data-root DIR]
+    studylib report [--profile P]
+    studylib data download|check|list [NAME] [--root DIR] [--mirror URL]
     studylib list
 
 ``run`` validates the config first (a bad key, type or value stops it with one line naming the
@@ -18,6 +21,7 @@ from pathlib import Path
 
 from . import paths
 from .config import PROFILES, SCENARIOS, ConfigError, DATASETS, check_params_file, load_study, study_names
+from .datasets import DataError, add_data_parser
 from .records import RecordError, atomic_write_bytes, atomic_write_json, read_json
 
 
@@ -37,7 +41,10 @@ def execute_study(study: str, profile: str | None = None, overrides: dict | None
     study's record directory. Raises :class:`ConfigError` before any work on a bad config."""
     import papermill as pm
 
+    from .data import check_available
+
     cfg = load_study(study, profile, overrides, params_file)  # fails fast, naming the field
+    check_available(cfg.data, cache=False)  # a missing or broken dataset file: one line, before any work
     outputs = paths.outputs_dir(outputs)
     record = outputs / "studies" / cfg.study / cfg.hash()
     if (record / "done").exists() and not force:
@@ -61,10 +68,11 @@ def cmd_run(args) -> int:
     import papermill as pm
 
     t0 = time.perf_counter()
+    _set_data_root(args)
     try:
         record = execute_study(args.study, args.profile, _overrides(args.param), args.file, args.outputs,
                                args.force, progress=not args.quiet)
-    except ConfigError as e:
+    except (ConfigError, DataError) as e:
         return _err(str(e))
     except pm.PapermillExecutionError as e:
         first_line = str(e.evalue).strip().splitlines()[0] if str(e.evalue).strip() else ""
@@ -118,13 +126,23 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _set_data_root(args) -> None:
+    """``--data-root`` becomes ``$STUDYLIB_DATA_ROOT``, so notebook kernels and sweep workers
+    (local or Dask, started from this process) see it too."""
+    import os
+
+    if getattr(args, "data_root", None):
+        os.environ["STUDYLIB_DATA_ROOT"] = str(Path(args.data_root).resolve())
+
+
 def cmd_sweep(args) -> int:
     from .sweep import run_sweep
 
     t0 = time.perf_counter()
+    _set_data_root(args)
     try:
         statuses = run_sweep(args.sweep, args.outputs, args.workers, args.scheduler, progress=not args.quiet)
-    except ConfigError as e:
+    except (ConfigError, DataError) as e:
         return _err(str(e))
     failed = [s for s in statuses if s["status"] != "done"]
     for s in sorted(statuses, key=lambda s: s["point"]):
@@ -155,7 +173,11 @@ def cmd_list(args) -> int:
 
     print("studies:   " + ", ".join(study_names()))
     print("profiles:  " + ", ".join(PROFILES))
-    print("datasets:  " + ", ".join(DATASETS))
+    from . import datasets
+
+    standard = [f"{n} ({datasets.status(n)} under {datasets.data_root()})" for n in datasets.STANDARD]
+    print("datasets:  " + ", ".join(d for d in DATASETS if d not in datasets.STANDARD) + " (embedded); "
+          + ", ".join(standard))
     print("scenarios: " + ", ".join(SCENARIOS))
     print("techniques (hyperparameter: default (search range) — meaning):")
     for name in technique_names():
@@ -177,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-f", "--file", help="a params file merged over the study's own")
     run.add_argument("--outputs", help="outputs directory (default: $STUDYLIB_OUTPUTS or <project>/outputs)")
     run.add_argument("--force", action="store_true", help="execute even if the study record is done")
+    run.add_argument("--data-root", help="where the standard datasets are (default: $STUDYLIB_DATA_ROOT or <project>/data)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
     rep = sub.add_parser("report", help="the synthesis report (HTML) from every run record; retrains nothing")
@@ -186,10 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_report)
     sweep = sub.add_parser("sweep", help="run every point of a sweep file (validated first; resumable)")
     sweep.add_argument("sweep", help="a sweep file, or the name of one in params/sweeps/")
-    sweep.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per two cores)")
+    sweep.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per core, or one on a GPU machine)")
     sweep.add_argument("--scheduler", default=None, help="a Dask scheduler address, e.g. tcp://host:8786")
     sweep.add_argument("--outputs", help="outputs directory (default: $STUDYLIB_OUTPUTS or <project>/outputs)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweep.add_argument("--data-root", help="where the standard datasets are (default: $STUDYLIB_DATA_ROOT or <project>/data)")
     sweep.set_defaults(func=cmd_sweep)
     check = sub.add_parser("check", help="validate a params file or a study without running")
     check.add_argument("target", help="a params file, or a study name")
@@ -197,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
     lst = sub.add_parser("list", help="studies, techniques with defaults and ranges, datasets, scenarios, profiles")
     lst.set_defaults(func=cmd_list)
+    add_data_parser(sub)
     return parser
 
 

@@ -34,7 +34,10 @@ from . import paths
 from .techniques import get_technique, technique_names
 
 PROFILES = ("smoke", "quick", "full")
-DATASETS = ("digits", "mnist1d")
+EMBEDDED_DATASETS = ("digits", "mnist1d")
+STANDARD_DATASETS = ("mnist", "fashion_mnist", "cifar10")
+DATASETS = EMBEDDED_DATASETS + STANDARD_DATASETS
+ARCHS = ("mlp", "cnn", "deq", "preact_resnet18", "resnet9")
 ATTACKS = ("fgsm", "pgd", "apgd", "autoattack", "square")
 CORRUPTIONS = ("gaussian_noise", "blur", "brightness", "contrast", "shift", "rotation")
 SELECTION_RULES = ("val_acc", "val_robust_acc", "val_worst_group_acc", "val_balanced_acc", "last")
@@ -104,12 +107,24 @@ SCENARIOS = ("clean", "small_data", "label_noise", "imbalance", "spurious")
 
 
 class DataConfig(_Strict):
-    dataset: Literal["digits", "mnist1d"] = "digits"
+    """Embedded datasets (digits, mnist1d) are split train/val/test by the seed. Standard datasets
+    (mnist, fashion_mnist, cifar10: read from the data root, see :mod:`studylib.datasets`) keep
+    their official test set; validation is ``val_fraction`` of the official training set.
+    ``root`` is where they are (None: ``$STUDYLIB_DATA_ROOT``, else ``<project>/data``); it is
+    not part of a run's hash, so moving the files recomputes nothing. ``augment`` is applied to
+    every training batch on the run's device (GPU included): ``crop_flip`` is the CIFAR standard,
+    a random crop after zero-padding by ``crop_padding`` pixels and a horizontal flip."""
+
+    dataset: Literal["digits", "mnist1d", "mnist", "fashion_mnist", "cifar10"] = "digits"
+    root: str | None = Field(None, description="data root of the standard datasets (None: $STUDYLIB_DATA_ROOT, else <project>/data)")
     scenario: Scenario = Field(default_factory=Clean)
-    test_fraction: float = Field(0.25, gt=0, lt=1)
-    val_fraction: float = Field(0.15, gt=0, lt=1)
+    test_fraction: float = Field(0.25, gt=0, lt=1, description="embedded datasets only (standard ones keep their test set)")
+    val_fraction: float = Field(0.15, gt=0, lt=1, description="of the whole set (embedded) or of the official training set (standard)")
     n_train: int | None = Field(None, ge=10, description="cap on training examples (before the scenario)")
+    n_val: int | None = Field(None, ge=10, description="cap on validation examples (before the scenario)")
     n_test: int | None = Field(None, ge=10, description="cap on test examples")
+    augment: Literal["none", "flip", "crop_flip"] = Field("none", description="per-batch augmentation on the device (images only)")
+    crop_padding: int = Field(4, ge=0, le=16, description="zero padding of crop_flip, in pixels")
 
 
 # -- model, training, evaluation ---------------------------------------------------------------------
@@ -133,12 +148,13 @@ class DEQOptions(_Strict):
 
 
 class ModelConfig(_Strict):
-    arch: Literal["mlp", "cnn", "deq"] = "cnn"
+    arch: Literal["mlp", "cnn", "deq", "preact_resnet18", "resnet9"] = "cnn"
     width: int = Field(128, ge=1, description="hidden units of the MLP layers / the CNN's dense layer")
     depth: int = Field(2, ge=1, description="hidden layers of the MLP")
     channels: tuple[int, int] = (32, 64)
     dropout: float = Field(0.0, ge=0, lt=1)
     batchnorm: bool = False
+    base_width: int = Field(64, ge=1, description="channels of the first stage of preact_resnet18 / resnet9")
     deq: DEQOptions | None = Field(None, description="DEQ settings (arch deq; None: the defaults)")
 
 
@@ -160,6 +176,11 @@ class TrainConfig(_Strict):
     grad_clip: float | None = Field(None, gt=0)
     track_robust: bool = Field(False, description="log PGD accuracy on fixed train and validation subsets each epoch")
     track_size: int = Field(256, ge=1, description="examples per subset for track_robust")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps in all (tests, trials)")
+    # the fast path (GPU); each also runs on CPU
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast for training steps (evaluation stays fp32)")
+    channels_last: bool = Field(False, description="channels_last memory format for image models and batches (CUDA only; ignored on CPU)")
+    compile: bool = Field(False, description="torch.compile the model for training steps")
 
 
 class EvalConfig(_Strict):
@@ -237,6 +258,17 @@ class _Common(_Strict):
             return v
         raise ValueError(f"unknown device {v!r} (auto, cpu, cuda, cuda:N, mps)")
 
+    @model_validator(mode="after")
+    def _compatible(self):
+        if self.data.dataset == "mnist1d":
+            if self.data.augment != "none":
+                raise ValueError("data.augment: flips and crops need images; mnist1d is 1-D signals")
+            if self.model.arch in ("preact_resnet18", "resnet9"):
+                raise ValueError(f"model.arch: {self.model.arch} needs images; mnist1d is 1-D signals")
+        if self.train.compile and self.model.arch == "deq":
+            raise ValueError("train.compile: not supported for the deq architecture (its solver loop runs in Python)")
+        return self
+
 
 class RunConfig(_Common):
     """The full resolved configuration of one run (one arm, one seed)."""
@@ -290,8 +322,9 @@ class StudyConfig(_Common):
 
 # -- loading -------------------------------------------------------------------------------------
 def config_hash(cfg: BaseModel) -> str:
-    """A short stable hash of the full resolved config (canonical JSON)."""
-    text = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """A short stable hash of the full resolved config (canonical JSON), without ``data.root``:
+    where the files sit does not change a result."""
+    text = json.dumps(cfg.model_dump(mode="json", exclude={"data": {"root"}}), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

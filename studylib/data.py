@@ -4,10 +4,18 @@
 * ``mnist1d``: ``mnist1d``'s procedural generator (Greydanus 2020), offline — 5000 signals of
   length 40, 10 classes; rescaled to [0, 1] by the generated set's min and max.
 
-Inputs are float32 in [0, 1] with a channel axis: (N, 1, 8, 8) or (N, 1, 40). Train / validation /
-test splits are stratified and fixed by the seed; the scenario (:mod:`studylib.scenarios`) then
-transforms the training and validation splits. The small datasets live on the device as tensors and
-are batched by indexing: no DataLoader, no worker processes.
+Standard datasets, read from the data root by :mod:`studylib.datasets` (numpy, no torchvision):
+
+* ``mnist``, ``fashion_mnist``: 60 000 + 10 000 28×28 grey images; ``cifar10``: 50 000 + 10 000
+  32×32 colour images. The official test set is the test split; validation is a stratified share
+  of the official training set, fixed by the seed.
+
+Inputs are float32 in [0, 1] with a channel axis: (N, 1, 8, 8), (N, 1, 40), (N, 1, 28, 28) or
+(N, 3, 32, 32). Embedded sets are split train / validation / test, stratified and fixed by the
+seed; the scenario (:mod:`studylib.scenarios`) then transforms the training and validation splits.
+Every split lives on the run's device as one tensor (CIFAR-10's training set is 0.6 GB in float32)
+and is batched by indexing: no DataLoader, no worker processes, no host-to-device copies per batch;
+augmentation (:func:`augment`) runs on the device too.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 
 from .config import DataConfig
@@ -99,6 +108,31 @@ def load_raw(name: str) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"unknown dataset {name!r}")
 
 
+@functools.lru_cache(maxsize=2)
+def load_standard(name: str, root: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train, y_train, x_test, y_test) of a standard dataset, x float32 in [0, 1]."""
+    from . import datasets
+
+    xtr, ytr, xte, yte = datasets.load(name, root)
+    return (xtr.astype(np.float32) / 255.0, ytr, xte.astype(np.float32) / 255.0, yte)
+
+
+def check_available(cfg: DataConfig, cache: bool = True) -> None:
+    """Raise :class:`studylib.datasets.DataError` (one line: the missing, truncated or corrupt file
+    and how to get it) unless ``cfg.dataset`` can be read, by reading it (about a second for
+    CIFAR-10); embedded datasets always can. ``cache=True`` keeps what was read for
+    :func:`make_data` in this process."""
+    from .config import STANDARD_DATASETS
+
+    if cfg.dataset in STANDARD_DATASETS:
+        from . import datasets
+
+        if cache:
+            load_standard(cfg.dataset, str(datasets.data_root(cfg.root)))
+        else:
+            datasets.load(cfg.dataset, cfg.root)
+
+
 def split_indices(y: np.ndarray, test_fraction: float, val_fraction: float, seed: int):
     """Stratified (train, val, test) index arrays, fixed by ``seed``."""
     idx = np.arange(len(y))
@@ -112,13 +146,25 @@ def make_data(cfg: DataConfig, seed: int) -> Data:
     """Load ``cfg.dataset``, split it by ``seed`` and apply ``cfg.scenario`` (CPU tensors)."""
     from .scenarios import apply_scenario
 
-    x, y = load_raw(cfg.dataset)
-    tr, va, te = split_indices(y, cfg.test_fraction, cfg.val_fraction, seed)
+    from .config import STANDARD_DATASETS
+
+    if cfg.dataset in STANDARD_DATASETS:
+        from . import datasets
+
+        xtr, ytr, xte, yte = load_standard(cfg.dataset, str(datasets.data_root(cfg.root)))
+        x, y = np.concatenate([xtr, xte]), np.concatenate([ytr, yte])
+        te = np.arange(len(ytr), len(y))
+        tr, va = train_test_split(np.arange(len(ytr)), test_size=cfg.val_fraction, stratify=ytr, random_state=seed)
+        tr, va = np.sort(tr), np.sort(va)
+    else:
+        x, y = load_raw(cfg.dataset)
+        tr, va, te = split_indices(y, cfg.test_fraction, cfg.val_fraction, seed)
     rng = np.random.default_rng(seed)
-    if cfg.n_train is not None and cfg.n_train < len(tr):
-        tr = np.sort(train_test_split(tr, train_size=cfg.n_train, stratify=y[tr], random_state=seed)[0])
-    if cfg.n_test is not None and cfg.n_test < len(te):
-        te = np.sort(train_test_split(te, train_size=cfg.n_test, stratify=y[te], random_state=seed)[0])
+    for name, cap in (("tr", cfg.n_train), ("va", cfg.n_val), ("te", cfg.n_test)):
+        idx = {"tr": tr, "va": va, "te": te}[name]
+        if cap is not None and cap < len(idx):
+            idx = np.sort(train_test_split(idx, train_size=cap, stratify=y[idx], random_state=seed)[0])
+            tr, va, te = (idx if name == "tr" else tr), (idx if name == "va" else va), (idx if name == "te" else te)
     parts = {name: (x[i], y[i]) for name, i in (("train", tr), ("val", va), ("test", te))}
     return apply_scenario(cfg.scenario, parts, num_classes=int(y.max()) + 1, rng=rng)
 
@@ -134,3 +180,26 @@ def batches(split: Split, batch_size: int, generator: torch.Generator | None = N
     for start in range(0, n, batch_size):
         i = order[start:start + batch_size]
         yield Batch(split.x[i], split.y[i], i, split.group[i])
+
+
+def augment(x: torch.Tensor, kind: str, padding: int = 4) -> torch.Tensor:
+    """Per-example random augmentation of an image batch on its own device (the global RNG of that
+    device, seeded by the run): ``flip`` mirrors left-right with probability ½; ``crop_flip`` also
+    takes a random crop of the original size after zero-padding by ``padding`` pixels (the CIFAR
+    standard, as torchvision's RandomCrop(32, padding=4) + RandomHorizontalFlip). One gather, no
+    Python loop over examples."""
+    if kind == "none":
+        return x
+    if x.dim() != 4:
+        raise ValueError(f"data.augment: {kind} needs image batches (N, C, H, W), got shape {tuple(x.shape)}")
+    n, c, h, w = x.shape
+    dev = x.device
+    if kind == "crop_flip" and padding > 0:
+        padded = F.pad(x, (padding, padding, padding, padding))
+        dy, dx = torch.randint(0, 2 * padding + 1, (2, n), device=dev)
+        rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]
+        x = padded[torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
+                   rows, cols]
+    flip = torch.rand(n, device=dev) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)

@@ -5,6 +5,9 @@ weights), so attacks and ε are in pixel units.
 * ``cnn``: the protocol's small CNN — conv 32 → conv 64 → max-pool → fc 128 → classes (3×3 or
   size-5 kernels for 1-D signals), with optional BatchNorm after each conv and dropout before the
   classifier layers.
+* ``preact_resnet18``: the adversarial-training literature's CIFAR-10 standard (images only).
+* ``resnet9``: the fast small CIFAR network of the DAWNBench / airbench line (images only).
+* ``deq``: a deep equilibrium model (torchdeq), below.
 """
 
 from __future__ import annotations
@@ -79,6 +82,99 @@ class SmallCNN(nn.Module):
 
 
 ARCHITECTURES = {"mlp": MLP, "cnn": SmallCNN}
+
+
+# -- standard-dataset networks (image inputs (N, C, H, W)) -----------------------------------------
+def _needs_images(name: str, input_shape) -> None:
+    if len(input_shape) != 3:
+        raise ValueError(f"model.arch: {name} needs image inputs (C, H, W), got input shape {tuple(input_shape)}")
+
+
+class PreActBlock(nn.Module):
+    """Pre-activation basic block (He et al. 2016, "Identity Mappings"): BN-ReLU-conv twice, with a
+    1×1 projection of the pre-activated input when the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.shortcut = (nn.Conv2d(c_in, c_out, 1, stride, bias=False) if stride != 1 or c_in != c_out else None)
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(x))
+        skip = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        return self.conv2(torch.relu(self.bn2(out))) + skip
+
+
+class PreActResNet18(nn.Module):
+    """PreActResNet-18, the adversarial-training literature's standard CIFAR-10 network (Madry et
+    al.'s successors: Wong et al. 2020 fast AT, Rice et al. 2020): a 3×3 stem, four stages of two
+    pre-activation blocks (``base_width`` × 1, 2, 4, 8 channels; strides 1, 2, 2, 2), BN-ReLU,
+    global average pooling, (dropout,) linear. 11.2M parameters at width 64 on CIFAR-10."""
+
+    def __init__(self, input_shape, num_classes, cfg: ModelConfig, mean=0.0, std=1.0):
+        super().__init__()
+        _needs_images("preact_resnet18", input_shape)
+        w = cfg.base_width
+        self.normalize = Normalize(mean, std)
+        self.stem = nn.Conv2d(input_shape[0], w, 3, 1, 1, bias=False)
+        blocks, c_in = [], w
+        for c_out, stride in ((w, 1), (2 * w, 2), (4 * w, 2), (8 * w, 2)):
+            blocks += [PreActBlock(c_in, c_out, stride), PreActBlock(c_out, c_out, 1)]
+            c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.bn = nn.BatchNorm2d(c_in)
+        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        self.linear = nn.Linear(c_in, num_classes)
+
+    def forward(self, x):
+        out = self.blocks(self.stem(self.normalize(x)))
+        out = torch.relu(self.bn(out)).mean(dim=(2, 3))
+        return self.linear(self.dropout(out))
+
+
+def _conv_bn(c_in: int, c_out: int, pool: bool = False) -> nn.Sequential:
+    layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+class _Residual(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(_conv_bn(c, c), _conv_bn(c, c))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class ResNet9(nn.Module):
+    """The fast small CIFAR network: ResNet-9 of the DAWNBench line (Page 2018, the ancestor of
+    airbench): conv(w) → conv(2w)+pool+residual → conv(4w)+pool → conv(8w)+pool+residual → global
+    max-pool → linear scaled by 1/8. 6.6M parameters at width 64; width 16-32 trains in seconds
+    per epoch on a GPU and stays usable on a CPU."""
+
+    def __init__(self, input_shape, num_classes, cfg: ModelConfig, mean=0.0, std=1.0):
+        super().__init__()
+        _needs_images("resnet9", input_shape)
+        w = cfg.base_width
+        self.normalize = Normalize(mean, std)
+        self.features = nn.Sequential(
+            _conv_bn(input_shape[0], w), _conv_bn(w, 2 * w, pool=True), _Residual(2 * w),
+            _conv_bn(2 * w, 4 * w, pool=True), _conv_bn(4 * w, 8 * w, pool=True), _Residual(8 * w),
+            nn.AdaptiveMaxPool2d(1), nn.Flatten())
+        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        self.linear = nn.Linear(8 * w, num_classes)
+
+    def forward(self, x):
+        return self.linear(self.dropout(self.features(self.normalize(x)))) * 0.125
+
+
+ARCHITECTURES.update({"preact_resnet18": PreActResNet18, "resnet9": ResNet9})
 
 
 def build_model(cfg: ModelConfig, input_shape, num_classes: int, mean: float = 0.0, std: float = 1.0) -> nn.Module:

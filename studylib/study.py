@@ -17,7 +17,7 @@ import pandas as pd
 
 from . import paths
 from .config import RunConfig, StudyConfig
-from .data import Data, make_data
+from .data import Data, check_available, make_data
 from .evaluate import scorecard
 from .models import build_model, count_parameters
 from .records import RunRecord, atomic_write_json, environment
@@ -54,6 +54,7 @@ class Study:
         """Train and score every run not yet done. A failing run is recorded as failed with its
         reason; with ``raise_on_failure`` the error is re-raised after the other runs finished."""
         cfg = self.cfg
+        check_available(cfg.data)  # a missing or broken dataset file stops here, before any run starts
         atomic_write_json(self.dir / "config.json", cfg.model_dump(mode="json"))
         runs = cfg.runs()
         atomic_write_json(self.dir / "runs.json", [{"arm": r.arm, "seed": r.seed, "hash": r.hash(),

@@ -27,7 +27,7 @@ def test_quick_profile_resolves_every_arm():
 
 def test_merge_order_profile_then_study_profile_then_overrides():
     assert load_study("adversarial", "smoke").train.epochs == 6  # study's smoke section
-    assert load_study("adversarial", "full").train.epochs == 40
+    assert load_study("adversarial", "full").train.epochs == 30
     assert load_study("adversarial", "full").seeds == [0, 1, 2]  # global full profile
     cfg = load_study("adversarial", "smoke", {"train.epochs": "3", "arms.trades.hparams.beta": 1.5})
     assert cfg.train.epochs == 3 and cfg.arms["trades"].hparams["beta"] == 1.5

@@ -58,10 +58,13 @@ class DEQ(Technique):
         return {"arch": "deq", "deq": {k: hp[k] for k in keys}}
 
     def loss(self, model, batch):
-        model.jacobian_loss = self.hp.jac_weight > 0
-        loss = F.cross_entropy(model(batch.x), batch.y)
-        if self.hp.jac_weight > 0:
-            loss = loss + self.hp.jac_weight * model.last_jac_loss
+        # always fp32, also under train.precision bf16: the solver's residuals and Anderson's
+        # least-squares step need the precision (and torchdeq's solvers mix dtypes under autocast)
+        with torch.autocast(batch.x.device.type, enabled=False):
+            model.jacobian_loss = self.hp.jac_weight > 0
+            loss = F.cross_entropy(model(batch.x.float()), batch.y)
+            if self.hp.jac_weight > 0:
+                loss = loss + self.hp.jac_weight * model.last_jac_loss
         return loss
 
     def epoch_end(self, model, epoch):

@@ -1,6 +1,5 @@
 """Aggregation pinned by a golden file, plus the selection and statistics checked by hand."""
 
-import json
 from pathlib import Path
 
 import numpy as np

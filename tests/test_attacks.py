@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from studylib import attacks
-from studylib.config import DataConfig, EvalConfig, ModelConfig, RunConfig
+from studylib.config import DataConfig, EvalConfig, ModelConfig
 from studylib.data import make_data
 from studylib.evaluate import art_attack, masking_flags, robust_accuracy
 from studylib.models import build_model

@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from studylib import Study, load_study
 
 TIMING = {"train_seconds", "seconds_per_epoch", "eval_seconds"}

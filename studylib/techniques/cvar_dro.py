@@ -3,8 +3,6 @@ CVaR or χ² ball around the empirical distribution (Levy, Carmon, Duchi & Sidfo
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 

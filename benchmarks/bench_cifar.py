@@ -9,8 +9,8 @@ The data is CIFAR-10 from the data root when it is there (``studylib data downlo
 else random tensors of the same shape: throughput does not depend on the pixel values. Epoch
 times are medians after a warm-up epoch; the two loops alternate in rounds so that drift (clocks,
 thermals) hits both alike. Defaults follow the device: on a GPU, PreActResNet-18, 50 000 examples,
-batch 512, bf16, channels_last; on a CPU, a narrow ResNet-9 on 2 048 examples in fp32 so that it
-ends in a couple of minutes. Usage:
+batch 512, bf16, channels_last; on a CPU, a narrow ResNet-9 on 1 024 examples in fp32 so that it
+ends in a few minutes. Usage:
 
     python benchmarks/bench_cifar.py [--arch preact_resnet18] [--n 50000] [--batch 512]
         [--epochs 3] [--rounds 2] [--steps 10] [--precision bf16] [--compile] [--device auto]
@@ -62,14 +62,15 @@ def hand_loop_epoch_seconds(cfg, data, epochs: int) -> list[float]:
     seed_everything(cfg.seed, cfg.deterministic, device)
     model = build_model(cfg.model, data.input_shape, data.num_classes, data.mean, data.std).to(device)
     bf16 = cfg.train.precision == "bf16"
-    if cfg.train.channels_last:
+    channels_last = cfg.train.channels_last and device.type == "cuda"  # studylib's policy: CUDA only
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     step = torch.compile(model) if cfg.train.compile else model
     t = cfg.train
     opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, nesterov=t.nesterov,
                           weight_decay=t.weight_decay)
     x_all, y_all, bs, p = data.train.x, data.train.y, t.batch_size, 4
-    if cfg.train.channels_last:
+    if channels_last:
         x_all = x_all.contiguous(memory_format=torch.channels_last)
     padded = F.pad(x_all, (p, p, p, p))
     ar = torch.arange(32, device=device)
@@ -108,9 +109,9 @@ def main(argv=None):
     ap.add_argument("--device", default="auto")
     ap.add_argument("--arch", default=None, help="preact_resnet18 (GPU default) or resnet9 (CPU default)")
     ap.add_argument("--width", type=int, default=None, help="base width (64 on GPU, 16 on CPU)")
-    ap.add_argument("--n", type=int, default=None, help="training examples (50 000 on GPU, 2 048 on CPU)")
+    ap.add_argument("--n", type=int, default=None, help="training examples (50 000 on GPU, 1 024 on CPU)")
     ap.add_argument("--batch", type=int, default=None, help="batch size (512 on GPU, 128 on CPU)")
-    ap.add_argument("--epochs", type=int, default=3, help="timed epochs per loop and round (after a warm-up)")
+    ap.add_argument("--epochs", type=int, default=None, help="timed epochs per loop and round, after a warm-up (3 on GPU, 2 on CPU)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=10, help="k of PGD-k AT")
     ap.add_argument("--precision", choices=("fp32", "bf16"), default=None, help="bf16 on GPU, fp32 on CPU")
@@ -120,10 +121,11 @@ def main(argv=None):
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
     arch = args.arch or ("preact_resnet18" if gpu else "resnet9")
-    n = args.n or (50_000 if gpu else 2_048)
+    n = args.n or (50_000 if gpu else 1_024)
     batch = args.batch or (512 if gpu else 128)
     precision = args.precision or ("bf16" if gpu else "fp32")
     width = args.width or (64 if gpu else 16)
+    args.epochs = args.epochs or (3 if gpu else 2)
     over = {"device": args.device, "deterministic": False, "seeds": [0],
             "model": {"arch": arch, "base_width": width, "dropout": 0.0, "batchnorm": True},
             "train": {"epochs": args.epochs + 1, "batch_size": batch, "optimizer": "sgd", "lr": 0.05,
@@ -150,7 +152,7 @@ def main(argv=None):
     print(f"studylib {studylib.__version__}, torch {torch.__version__}, device {device} ({name}), "
           f"threads {torch.get_num_threads()}")
     print(f"data: {source}; {n} training examples, batch {batch}, {arch} (width {width}), {precision}, "
-          f"channels_last, GPU-side crop+flip{', torch.compile' if args.compile else ''}; "
+          f"{'channels_last, ' if gpu else ''}on-device crop+flip{', torch.compile' if args.compile else ''}; "
           f"median of {len(hand)} epochs per loop")
     print(f"hand-written loop: {med['hand']:.3f} s/epoch ({n / med['hand']:.0f} examples/s)")
     print(f"studylib ERM:      {med['erm']:.3f} s/epoch ({n / med['erm']:.0f} examples/s)")

@@ -19,7 +19,7 @@ def refused(capsys, *argv) -> str:
 
 def test_quick_profile_resolves_every_arm():
     cfg = load_study("adversarial", "quick")
-    assert list(cfg.arms) == ["erm", "fgsm_at", "pgd_at", "trades"]
+    assert list(cfg.arms) == ["erm", "fgsm_at", "pgd_at", "trades", "trades_sat"]
     run = cfg.run_config("pgd_at", 0)
     assert run.hparams == {"eps": 0.1, "steps": 7, "step_ratio": None, "random_start": True, "bn_mode": "eval"}
     assert run.train.select == "val_robust_acc" and cfg.run_config("erm", 0).train.select == "val_acc"

@@ -35,7 +35,7 @@ def test_record_is_complete_before_done_and_not_recomputed(outputs, monkeypatch)
     cfg = tiny()
     results = Study(cfg, outputs, progress=False).run()
     assert all(names == ["config.json", "env.json", "history.json", "metrics.json", "model.pt"] for names in seen)
-    assert len(results.runs) == 4
+    assert len(results.runs) == len(cfg.arms) == 5
     rec = results.run("erm").record
     env = rec.env()
     assert {"git_sha", "git_dirty", "packages", "torch_threads", "device", "seed"} <= set(env)
@@ -70,7 +70,7 @@ def test_a_failing_run_is_recorded_and_the_others_finish(outputs, monkeypatch):
     with pytest.raises(RuntimeError, match="trades seed 0: FloatingPointError: loss is nan"):
         Study(cfg, outputs, progress=False).run()
     results = study_mod.StudyResults(cfg, outputs)
-    assert [r.config.arm for r in results.runs] == ["erm", "fgsm_at", "pgd_at"]
+    assert [r.config.arm for r in results.runs] == ["erm", "fgsm_at", "pgd_at", "trades_sat"]
     assert results.failed[0][0].arm == "trades" and "loss is nan" in results.failed[0][1]
 
 

@@ -53,7 +53,7 @@ def test_cli_runs_the_notebook_into_the_record_once():
     nb = json.loads((record / "notebook.ipynb").read_text())
     assert nb["metadata"]["papermill"]["parameters"]["profile"] == "smoke"
     runs = json.loads((record / "runs.json").read_text())
-    assert len(runs) == 4 and all(Path(r["record"], "done").exists() for r in runs)
+    assert len(runs) == 5 and all(Path(r["record"], "done").exists() for r in runs)
     second = _cli("--profile", "smoke")
     assert second.returncode == 0 and "already done" in second.stdout
 
@@ -62,10 +62,11 @@ def test_a_failing_notebook_keeps_finished_runs_and_its_executed_copy(tmp_path):
     """One epoch is too little for AT to beat ERM: the notebook's assert cell fails. The command
     says so in one line; the runs stay done, the executed copy is kept, the study is not done."""
     proc = _cli("--profile", "smoke", "--outputs", str(tmp_path), "-p", "train.epochs", "1",
-                "-p", "data.n_train", "200", "-p", "arms.pgd_at.hparams.steps", "2", "-p", "arms.trades.hparams.steps", "2")
+                "-p", "data.n_train", "200", "-p", "arms.pgd_at.hparams.steps", "2", "-p", "arms.trades.hparams.steps", "2",
+                "-p", "arms.trades_sat.hparams.steps", "2")
     assert proc.returncode == 1
     err = [line for line in proc.stderr.splitlines() if line.startswith("studylib: error:")]
     assert len(err) == 1 and "the notebook failed in cell" in err[0]
     record = next((tmp_path / "studies" / "adversarial").iterdir())
     assert (record / "notebook.ipynb").exists() and not (record / "done").exists()
-    assert len(list((tmp_path / "runs" / "adversarial").glob("*/done"))) == 4
+    assert len(list((tmp_path / "runs" / "adversarial").glob("*/done"))) == 5

@@ -44,7 +44,7 @@ def execute_study(study: str, profile: str | None = None, overrides: dict | None
     from .data import check_available
 
     cfg = load_study(study, profile, overrides, params_file)  # fails fast, naming the field
-    check_available(cfg.data, cache=False)  # a missing or broken dataset file: one line, before any work
+    check_available(cfg.data, read=False)  # a missing dataset file: one line, before any work
     outputs = paths.outputs_dir(outputs)
     record = outputs / "studies" / cfg.study / cfg.hash()
     if (record / "done").exists() and not force:

@@ -37,7 +37,6 @@ PROFILES = ("smoke", "quick", "full")
 EMBEDDED_DATASETS = ("digits", "mnist1d")
 STANDARD_DATASETS = ("mnist", "fashion_mnist", "cifar10")
 DATASETS = EMBEDDED_DATASETS + STANDARD_DATASETS
-ARCHS = ("mlp", "cnn", "deq", "preact_resnet18", "resnet9")
 ATTACKS = ("fgsm", "pgd", "apgd", "autoattack", "square")
 CORRUPTIONS = ("gaussian_noise", "blur", "brightness", "contrast", "shift", "rotation")
 SELECTION_RULES = ("val_acc", "val_robust_acc", "val_worst_group_acc", "val_balanced_acc", "last")

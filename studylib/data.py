@@ -117,20 +117,21 @@ def load_standard(name: str, root: str) -> tuple[np.ndarray, np.ndarray, np.ndar
     return (xtr.astype(np.float32) / 255.0, ytr, xte.astype(np.float32) / 255.0, yte)
 
 
-def check_available(cfg: DataConfig, cache: bool = True) -> None:
+def check_available(cfg: DataConfig, read: bool = True) -> None:
     """Raise :class:`studylib.datasets.DataError` (one line: the missing, truncated or corrupt file
-    and how to get it) unless ``cfg.dataset`` can be read, by reading it (about a second for
-    CIFAR-10); embedded datasets always can. ``cache=True`` keeps what was read for
-    :func:`make_data` in this process."""
+    and how to get it) unless ``cfg.dataset`` can be read; embedded datasets always can.
+    ``read=True`` (``Study.run``, before its first run) reads the files, catching truncated or
+    corrupt ones, and keeps them for :func:`make_data` in this process; ``read=False`` (the CLI and
+    sweep validation, in processes that never train) only checks that every file is there."""
     from .config import STANDARD_DATASETS
 
     if cfg.dataset in STANDARD_DATASETS:
         from . import datasets
 
-        if cache:
+        if read:
             load_standard(cfg.dataset, str(datasets.data_root(cfg.root)))
-        else:
-            datasets.load(cfg.dataset, cfg.root)
+        elif datasets.status(cfg.dataset, cfg.root) != "present":
+            datasets.load(cfg.dataset, cfg.root)  # raises, naming the first missing file
 
 
 def split_indices(y: np.ndarray, test_fraction: float, val_fraction: float, seed: int):
@@ -160,11 +161,13 @@ def make_data(cfg: DataConfig, seed: int) -> Data:
         x, y = load_raw(cfg.dataset)
         tr, va, te = split_indices(y, cfg.test_fraction, cfg.val_fraction, seed)
     rng = np.random.default_rng(seed)
-    for name, cap in (("tr", cfg.n_train), ("va", cfg.n_val), ("te", cfg.n_test)):
-        idx = {"tr": tr, "va": va, "te": te}[name]
-        if cap is not None and cap < len(idx):
-            idx = np.sort(train_test_split(idx, train_size=cap, stratify=y[idx], random_state=seed)[0])
-            tr, va, te = (idx if name == "tr" else tr), (idx if name == "va" else va), (idx if name == "te" else te)
+
+    def capped(idx, cap):
+        if cap is None or cap >= len(idx):
+            return idx
+        return np.sort(train_test_split(idx, train_size=cap, stratify=y[idx], random_state=seed)[0])
+
+    tr, va, te = capped(tr, cfg.n_train), capped(va, cfg.n_val), capped(te, cfg.n_test)
     parts = {name: (x[i], y[i]) for name, i in (("train", tr), ("val", va), ("test", te))}
     return apply_scenario(cfg.scenario, parts, num_classes=int(y.max()) + 1, rng=rng)
 

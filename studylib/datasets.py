@@ -546,8 +546,9 @@ def write_fixture(name: str, root: str | os.PathLike, n_train: int = 64, n_test:
 
 
 def _err(msg: str, code: int = 2) -> int:
-    print(f"studylib: error: {msg}", file=sys.stderr)
-    return code
+    from .cli import _err as cli_err  # imported at call time: cli imports this module
+
+    return cli_err(msg, code)
 
 
 _ROOT_HELP = "data root (default: $STUDYLIB_DATA_ROOT or <project>/data)"

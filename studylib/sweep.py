@@ -144,14 +144,10 @@ def load_sweep(path: str | os.PathLike) -> tuple[str, dict, list[Point]]:
     spec = _read_yaml(path, "sweep")
     name = path.stem
     points = expand(spec, name)
-    checked: set = set()
     for p in points:
         try:
             cfg = load_study(p.study, p.profile, p.overrides_dict)
-            key = (cfg.data.dataset, cfg.data.root)
-            if key not in checked:  # each dataset read once, before any point runs
-                check_available(cfg.data, cache=False)
-                checked.add(key)
+            check_available(cfg.data, read=False)  # every file there, before any point runs
         except (ConfigError, DataError) as e:
             raise type(e)(f"sweep {name}: {p.label()}: {e}") from None
     return name, spec, points

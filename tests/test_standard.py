@@ -95,6 +95,19 @@ def test_a_missing_data_root_is_one_line_before_anything_is_written(tmp_path, mo
     assert not out.exists()
 
 
+def test_a_truncated_file_stops_the_study_before_its_first_run(data_root, tmp_path, monkeypatch):
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(data_root / "mnist", root / "mnist")
+    images = root / "mnist" / "train-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[: len(images.read_bytes()) // 2])
+    monkeypatch.setenv("STUDYLIB_DATA_ROOT", str(root))
+    with pytest.raises(datasets.DataError, match="train-images-idx3-ubyte.gz: truncated"):
+        sl.Study(load_study("dro", "full", TINY), outputs=tmp_path / "out", progress=False).run()
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_sweep_over_a_missing_dataset_is_refused_before_any_point_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("STUDYLIB_DATA_ROOT", str(tmp_path / "nowhere"))
     sweep = tmp_path / "s.yaml"

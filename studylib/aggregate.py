@@ -47,6 +47,8 @@ def _scenario_key(data: dict) -> str:
 
 
 def run_row(config: dict, metrics: dict, directory: Path) -> dict:
+    from .claims import family, generic_knobs
+
     """The flat row of one run record."""
     data = config["data"]
     without_seed = {k: v for k, v in config.items() if k not in ("seed",)}
@@ -56,6 +58,9 @@ def run_row(config: dict, metrics: dict, directory: Path) -> dict:
         "scenario_key": _scenario_key(data),
         "hparams": json.dumps(config["hparams"], sort_keys=True),
         "config_key": config_hash(_Plain(without_seed)), "record": str(directory),
+        # what studylib.claims pairs on: the generic knobs, the technique family, a declared baseline
+        "knobs": generic_knobs(config), "family": family(config), "baseline": config.get("baseline"),
+        "role": config.get("role", "headline"),
     }
     row.update({k: v for k, v in metrics.get("metrics", {}).items() if isinstance(v, (int, float))})
     for k, v in (metrics.get("fit", {}).get("selected_val") or {}).items():

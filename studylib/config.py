@@ -34,6 +34,10 @@ from . import paths
 from .techniques import get_technique, technique_names
 
 PROFILES = ("smoke", "quick", "full")
+#: Seeds below this are design seeds (studies designed, settings tuned, home findings asserted in
+#: tests and notebooks); seeds from it on are report seeds, fixed in advance in the quick and full
+#: profiles and never looked at while choosing a setting (STUDY-PROTOCOL "Rules for a result").
+FIRST_REPORT_SEED = 1000
 EMBEDDED_DATASETS = ("digits", "mnist1d")
 STANDARD_DATASETS = ("mnist", "fashion_mnist", "cifar10")
 DATASETS = EMBEDDED_DATASETS + STANDARD_DATASETS
@@ -221,6 +225,11 @@ class ArmConfig(_Strict):
     hparams: dict[str, Any] = Field(default_factory=dict)
     model: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
+    baseline: str | None = Field(None, description="the arm this arm's claim is compared with (None: the ERM arm "
+                                 "with the same generic knobs, see studylib.claims)")
+    role: Literal["headline", "secondary"] = Field(
+        "headline", description="headline: a pre-registered claim of the report (in the false-discovery "
+        "control); secondary: exploratory (a sweep point, shown uncorrected)")
 
     @field_validator("technique")
     @classmethod
@@ -276,6 +285,8 @@ class RunConfig(_Common):
     seed: int
     technique: str
     hparams: dict[str, Any]
+    baseline: str | None = None  # what the report compares this arm with; not part of the run's hash
+    role: Literal["headline", "secondary"] = "headline"  # the arm's claim in the report; not hashed either
 
     def hash(self) -> str:
         return config_hash(self)
@@ -297,6 +308,9 @@ class StudyConfig(_Common):
 
     @model_validator(mode="after")
     def _arms_resolve(self):
+        for name, arm in self.arms.items():
+            if arm.baseline is not None and arm.baseline not in self.arms:
+                raise ValueError(f"arms.{name}.baseline: no arm {arm.baseline!r} in this study")
         for name in self.arms:  # fail here, naming the arm, rather than when the arm is trained
             try:
                 self.run_config(name, self.seeds[0])
@@ -310,10 +324,17 @@ class StudyConfig(_Common):
         base["model"] = _deep_merge(base["model"], a.model)
         base["model"] = _deep_merge(base["model"], get_technique(a.technique).model_overrides(a.hparams))
         base["train"] = _deep_merge(base["train"], a.train)
-        return RunConfig(**base, arm=arm, seed=seed, technique=a.technique, hparams=a.hparams)
+        return RunConfig(**base, arm=arm, seed=seed, technique=a.technique, hparams=a.hparams, baseline=a.baseline,
+                         role=a.role)
 
     def runs(self) -> list[RunConfig]:
         return [self.run_config(arm, seed) for seed in self.seeds for arm in self.arms]
+
+    @property
+    def design_seeds(self) -> bool:
+        """True when every seed is a design seed: home findings may be asserted on these runs (on
+        report seeds a notebook states the verdict instead)."""
+        return all(s < FIRST_REPORT_SEED for s in self.seeds)
 
     def hash(self) -> str:
         return config_hash(self)
@@ -321,9 +342,13 @@ class StudyConfig(_Common):
 
 # -- loading -------------------------------------------------------------------------------------
 def config_hash(cfg: BaseModel) -> str:
-    """A short stable hash of the full resolved config (canonical JSON), without ``data.root``:
-    where the files sit does not change a result."""
-    text = json.dumps(cfg.model_dump(mode="json", exclude={"data": {"root"}}), sort_keys=True, separators=(",", ":"))
+    """A short stable hash of the full resolved config (canonical JSON), without ``data.root``
+    (where the files sit does not change a result) and an arm's ``baseline`` and ``role`` (how the
+    report reads a result does not either)."""
+    dump = cfg.model_dump(mode="json", exclude={"data": {"root"}})
+    dump.pop("baseline", None)
+    dump.pop("role", None)
+    text = json.dumps(dump, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

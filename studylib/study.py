@@ -163,6 +163,19 @@ class StudyResults:
         return pd.DataFrame([{"arm": r.config.arm, "seed": r.config.seed, **row}
                              for r in self.runs for row in r.history])
 
+    def frame(self) -> pd.DataFrame:
+        """One row per finished run, as :func:`studylib.aggregate.load_runs` reads it."""
+        from .aggregate import run_row
+
+        return pd.DataFrame([run_row(r.record.config(), r.metrics, r.record.dir) for r in self.runs])
+
+    def claims(self, method: str = "bh") -> pd.DataFrame:
+        """This study's claims with verdicts (:func:`studylib.claims.claims`); the adjustment covers
+        this study's headline claims only (the synthesis report adjusts over every study's)."""
+        from .claims import claims
+
+        return claims(self.frame(), method=method)
+
     def flags(self) -> list[str]:
         return [f"{r.config.arm} seed {r.config.seed}: {f}" for r in self.runs for f in r.metrics["flags"]]
 

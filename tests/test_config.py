@@ -28,7 +28,8 @@ def test_quick_profile_resolves_every_arm():
 def test_merge_order_profile_then_study_profile_then_overrides():
     assert load_study("adversarial", "smoke").train.epochs == 6  # study's smoke section
     assert load_study("adversarial", "full").train.epochs == 30
-    assert load_study("adversarial", "full").seeds == [0, 1, 2]  # global full profile
+    assert load_study("adversarial", "full").seeds == [1000, 1001, 1002]  # global full profile: report seeds
+    assert not load_study("adversarial", "quick").design_seeds and load_study("adversarial", "smoke").design_seeds
     cfg = load_study("adversarial", "smoke", {"train.epochs": "3", "arms.trades.hparams.beta": 1.5})
     assert cfg.train.epochs == 3 and cfg.arms["trades"].hparams["beta"] == 1.5
 

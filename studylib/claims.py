@@ -1,0 +1,255 @@
+"""Claims: each technique against an ERM on equal footing, with a verdict that survives multiple testing.
+
+A *claim* is "technique T improves metric m over ERM in this study's scenario" (m is T's
+``home_metric``; the direction is the literature's: higher accuracy, lower ECE / gap). It is built
+from run records only (:func:`studylib.aggregate.load_runs` rows), per (study, profile, scenario):
+
+* **Candidates.** T's candidates are the study's arms with T's technique and hyperparameters (a
+  *family*); they may differ only in generic knobs (early stopping, weight decay, optimizer, lr,
+  epochs, model size, ...). Each candidate's ERM *twin* is the ERM arm with exactly the same generic
+  knobs (the run's ``train`` and ``model`` configs, less the model keys the technique itself sets,
+  e.g. the dropout rate or the DEQ solver). ERM's candidates are those twins, so both sides get the
+  same knobs and the same number of candidates (DomainBed's equal budget). A candidate without a
+  twin makes the claim *unequal*: it is listed with the reason and gets no verdict. An arm may
+  instead name its comparison explicitly (``baseline: <arm>`` in the params: e.g. AT + ℓ2 against
+  AT alone in the synergy study, TRADES+SAT against TRADES); such a claim compares those two arms.
+* **Selection.** Each side keeps the candidate with the best mean *validation* score over the
+  seeds, by one rule for both sides: validation PGD accuracy for adversarial techniques, else the
+  scenario's validation metric (:data:`studylib.aggregate.SELECTION_METRIC`). Test numbers are
+  never read to choose.
+* **Statistics.** The difference on m is paired by seed (same seed = same split and scenario
+  draw): mean, std, n, a 95% Student-t CI and a two-sided paired t-test p-value. The *headline*
+  claims of a report (arms with ``role: headline``, the default: each study's pre-registered
+  comparisons) form one family whose p-values are adjusted by the **Benjamini–Hochberg** procedure
+  (false-discovery rate 5%; ``method="holm"`` gives Holm's family-wise control instead); the
+  verdict reads the adjusted p-value: *supported* (significant, in the literature's direction),
+  *contradicted* (significant, the other way) or *inconclusive* (not significant; the CI half-width
+  says how large an effect this many seeds could have detected at this spread). *Secondary* claims
+  (``role: secondary``: sweep points such as other dropout rates) are shown with their unadjusted
+  p-value and an "exploratory" verdict, outside the corrected family. With one seed there is no
+  verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+from .aggregate import ADVERSARIAL_SELECTION, SELECTION_METRIC
+from .report import LOWER_IS_BETTER, mean_ci
+from .techniques import get_technique
+
+ALPHA = 0.05
+ADJUSTMENT = "bh"  # Benjamini–Hochberg over the headline claims; "holm" for family-wise control
+METHOD_NAMES = {"bh": "Benjamini–Hochberg (false-discovery rate 5%)", "holm": "Holm (family-wise error 5%)",
+                "none": "none (one study's claims looked at alone)"}
+
+
+def generic_knobs(config: dict) -> str:
+    """The generic knobs of a run as canonical JSON: its ``train`` and ``model`` configs, with the
+    model keys its technique sets (``model_overrides``: the dropout rate, the DEQ architecture) put
+    back to the model defaults, which is what ERM has there. Two arms with equal knobs differ only
+    in the technique and its hyperparameters."""
+    from .config import ModelConfig
+
+    technique = get_technique(config["technique"])
+    defaults = ModelConfig().model_dump(mode="json")
+    model = {k: (defaults[k] if k in technique.model_overrides(config["hparams"]) else v)
+             for k, v in config["model"].items()}
+    return json.dumps({"train": config["train"], "model": model}, sort_keys=True)
+
+
+def family(config: dict) -> str:
+    """The technique and its hyperparameters: the arms of one family differ only in generic knobs."""
+    return json.dumps({"technique": config["technique"], "hparams": config["hparams"]}, sort_keys=True)
+
+
+def claim_selection_metric(technique: str, scenario: str) -> str:
+    """One rule for both sides of a claim: validation PGD accuracy for adversarial techniques,
+    otherwise the scenario's validation metric."""
+    return ADVERSARIAL_SELECTION if get_technique(technique).adversarial else SELECTION_METRIC.get(scenario, "val_acc")
+
+
+def _select(group: pd.DataFrame, arms: list[str], metric: str) -> tuple[str, str]:
+    """The candidate arm with the best mean validation ``metric`` over seeds, and the rule used
+    (falls back to val_acc, named, when a candidate did not record ``metric``)."""
+    column = f"sel_{metric}"
+    rows = group[group.arm.isin(arms)]
+    if column not in rows or rows[column].isna().any():
+        column, metric = "sel_val_acc", f"val_acc (no {metric} recorded)"
+    scores = rows.groupby("arm")[column].mean()
+    best = scores.loc[sorted(arms)].idxmax()  # ties: the first by name, deterministic
+    return best, metric
+
+
+def _definitions(g: pd.DataFrame) -> list[dict]:
+    """The claims of one (study, profile, scenario) group of runs: candidates and baselines."""
+    arms = g.groupby("arm").first()
+    erm = arms[arms.technique == "erm"]
+    out = []
+    for arm, a in arms[arms.baseline.notna()].iterrows():
+        found = a.baseline in arms.index
+        out.append({"technique": a.technique, "label": f"{arm} vs {a.baseline}", "candidates": [arm],
+                    "baselines": [a.baseline] if found else [], "role": a.role,
+                    "footing": f"declared baseline {a.baseline}" if found
+                    else f"unequal: baseline arm {a.baseline} has no finished run"})
+    free = arms[(arms.technique != "erm") & arms.baseline.isna()]
+    for _, f in free.groupby("family", sort=True):
+        candidates = sorted(f.index)
+        twins, missing = [], []
+        for arm in candidates:
+            match = sorted(erm.index[erm.knobs == f.loc[arm, "knobs"]])
+            (twins.append(match[0]) if match else missing.append(arm))
+        label = candidates[0] if len(candidates) == 1 else f"{f.technique.iloc[0]} ({', '.join(candidates)})"
+        footing = ("same knobs: " + ", ".join(f"{c}~{t}" for c, t in zip(candidates, twins)) if not missing
+                   else f"unequal: no ERM arm with the generic knobs of {', '.join(missing)}")
+        out.append({"technique": f.technique.iloc[0], "label": label, "candidates": candidates,
+                    "baselines": twins if not missing else [], "footing": footing,
+                    "role": "headline" if (f.role == "headline").any() else "secondary"})
+    return out
+
+
+def claims(runs: pd.DataFrame, metrics: dict[str, str] | None = None, method: str = ADJUSTMENT) -> pd.DataFrame:
+    """Every claim in ``runs`` (rows of :func:`studylib.aggregate.load_runs`), one row each, with
+    the selected arms, the paired difference on the claim's metric (the technique's
+    ``home_metric``, or ``metrics[technique]``), its CI, p-value, adjusted p-value (``method``:
+    "bh", "holm" or "none") over the headline claims, and the verdict."""
+    rows = []
+    if runs.empty:
+        return pd.DataFrame(rows)
+    for (study, profile, scenario_key), g in runs.groupby(["study", "profile", "scenario_key"], sort=True):
+        scenario = g.scenario.iloc[0]
+        for d in _definitions(g):
+            technique = get_technique(d["technique"])
+            metric = (metrics or {}).get(d["technique"], technique.home_metric)
+            row = {"study": study, "profile": profile, "scenario_key": scenario_key, "scenario": scenario,
+                   "technique": d["technique"], "claim": d["label"], "role": d["role"], "metric": metric,
+                   "direction": "lower" if metric in LOWER_IS_BETTER else "higher", "footing": d["footing"],
+                   "candidates": ", ".join(d["candidates"]), "baseline_candidates": ", ".join(d["baselines"])}
+            if not d["baselines"] or metric not in g:
+                rows.append({**row, "verdict": "unequal footing" if not d["baselines"] else "metric not recorded"})
+                continue
+            rule = claim_selection_metric(d["technique"], scenario)
+            arm, rule_t = _select(g, d["candidates"], rule)
+            base, rule_b = _select(g, d["baselines"], rule)
+            t = g[g.arm == arm].groupby("seed")[metric].mean()
+            b = g[g.arm == base].groupby("seed")[metric].mean()
+            paired = pd.concat({"t": t, "b": b}, axis=1).dropna()
+            diff = paired.t - paired.b
+            mean, std, n, lo, hi = mean_ci(diff)
+            p = _paired_p(diff)
+            cost = _cost(g, arm, base)
+            rows.append({**row, "arm": arm, "baseline": base, "selected_by": f"best mean validation {rule_t}"
+                         + ("" if rule_b == rule_t else f" / {rule_b}"),
+                         "value": float(paired.t.mean()), "baseline_value": float(paired.b.mean()),
+                         "diff": mean, "std": std, "n": n, "ci_low": lo, "ci_high": hi,
+                         "half_width": (hi - lo) / 2 if n >= 2 else math.nan, "p": p,
+                         "seeds": ", ".join(str(s) for s in paired.index), "cost_x_baseline": cost})
+    out = pd.DataFrame(rows)
+    return verdicts(out, method=method)
+
+
+def _paired_p(diff: pd.Series) -> float:
+    """Two-sided paired t-test p-value of mean(diff) = 0 (NaN below 2 seeds; 0 or 1 when every
+    seed gives the same difference)."""
+    from scipy import stats
+
+    d = diff.dropna().to_numpy(float)
+    if len(d) < 2:
+        return math.nan
+    if np.allclose(d, d[0]):
+        return 1.0 if d[0] == 0 else 0.0
+    return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+
+def _cost(g: pd.DataFrame, arm: str, base: str) -> float:
+    """Training seconds per epoch of ``arm`` as a multiple of ``base``'s (same seeds)."""
+    per_epoch = (g.train_seconds / g.epochs_run) if {"train_seconds", "epochs_run"} <= set(g) else None
+    if per_epoch is None:
+        return math.nan
+    a, b = per_epoch[g.arm == arm].mean(), per_epoch[g.arm == base].mean()
+    return float(a / b) if b and not math.isnan(b) else math.nan
+
+
+def holm(p: pd.Series) -> pd.Series:
+    """Holm's step-down adjusted p-values (NaN stays NaN; m = the number of finite p-values)."""
+    finite = p.dropna().sort_values()
+    m = len(finite)
+    adjusted, running = {}, 0.0
+    for i, (key, value) in enumerate(finite.items()):
+        running = max(running, min(1.0, (m - i) * value))
+        adjusted[key] = running
+    return pd.Series(adjusted, dtype=float).reindex(p.index)
+
+
+def benjamini_hochberg(p: pd.Series) -> pd.Series:
+    """Benjamini–Hochberg adjusted p-values (q-values): p_(i)·m/i made monotone from the largest
+    down (NaN stays NaN; m = the number of finite p-values)."""
+    finite = p.dropna().sort_values()
+    m = len(finite)
+    adjusted, running = {}, 1.0
+    for i, (key, value) in reversed(list(enumerate(finite.items(), start=1))):
+        running = min(running, value * m / i)
+        adjusted[key] = running
+    return pd.Series(adjusted, dtype=float).reindex(p.index)
+
+
+def verdicts(table: pd.DataFrame, method: str = ADJUSTMENT, alpha: float = ALPHA) -> pd.DataFrame:
+    """Add ``p_adjusted`` (``method`` over the headline claims; secondary claims keep their raw
+    p), ``tested`` (how many claims the adjustment covered), ``adjustment`` and ``verdict``."""
+    if table.empty or "p" not in table:
+        return table
+    out = table.copy()
+    headline = out.role == "headline"
+    adjust = {"bh": benjamini_hochberg, "holm": holm, "none": lambda p: p}[method]
+    out["p_adjusted"] = out.p
+    out.loc[headline, "p_adjusted"] = adjust(out.p[headline])
+    out["tested"] = int(out.p[headline].notna().sum())
+    out["adjustment"] = METHOD_NAMES[method]
+    verdict = out["verdict"] if "verdict" in out else pd.Series(np.nan, index=out.index, dtype=object)
+    for i, r in out.iterrows():
+        if isinstance(verdict[i], str):
+            continue
+        if not (r.n >= 2) or math.isnan(r.p_adjusted):
+            v = "no verdict (one seed)"
+        elif r.p_adjusted < alpha:
+            good = (r["diff"] < 0) if r.direction == "lower" else (r["diff"] > 0)
+            v = "supported" if good else "contradicted"
+        else:
+            v = "inconclusive"
+        verdict[i] = v if r.role == "headline" else f"{v} (exploratory, uncorrected)"
+    out["verdict"] = verdict.astype(object)
+    return out
+
+
+def sentence(r) -> str:
+    """One line for a claim row: the effect, its CI and the verdict, naming both arms."""
+    head = f"{r.claim} — {r.metric} in {r.scenario_key}"
+    if not isinstance(r.get("arm"), str):
+        return f"{head}: {r.verdict} ({r.footing})"
+    text = (f"{head}: {r.arm} {r.value:.3f} vs {r.baseline} {r.baseline_value:.3f}, {r['diff']:+.3f}")
+    if r.n >= 2:
+        adjusted = (f"adjusted p={r.p_adjusted:.3g} over {r.tested} headline claims" if r.role == "headline"
+                    else "secondary: not in the corrected family")
+        text += (f" (95% CI {r.ci_low:+.3f} to {r.ci_high:+.3f}, n={r.n} seeds, p={r.p:.3g}, {adjusted}): "
+                 f"{r.verdict.upper()}")
+        if r.verdict.startswith("inconclusive"):
+            text += f"; only effects beyond ±{r.half_width:.3f} were detectable"
+    else:
+        text += f": {r.verdict}"
+    if not math.isnan(r.get("cost_x_baseline", math.nan)):
+        text += f"; costs {r.cost_x_baseline:.1f}× {r.baseline} per epoch"
+    return text + f". Selected by {r.selected_by}; {r.footing}."
+
+
+def ordered(table: pd.DataFrame) -> pd.DataFrame:
+    """Headline claims first, then by verdict (supported, contradicted, inconclusive, the rest),
+    then by study and claim."""
+    if table.empty:
+        return table
+    rank = {"supported": 0, "contradicted": 1, "inconclusive": 2}
+    key = table.assign(_role=(table.role != "headline").astype(int), _verdict=table.verdict.map(rank).fillna(3))
+    return key.sort_values(["_role", "_verdict", "study", "claim"]).drop(columns=["_role", "_verdict"])

@@ -253,3 +253,11 @@ def ordered(table: pd.DataFrame) -> pd.DataFrame:
     rank = {"supported": 0, "contradicted": 1, "inconclusive": 2}
     key = table.assign(_role=(table.role != "headline").astype(int), _verdict=table.verdict.map(rank).fillna(3))
     return key.sort_values(["_role", "_verdict", "study", "claim"]).drop(columns=["_role", "_verdict"])
+
+
+def without_claim(table: pd.DataFrame) -> list[str]:
+    """Techniques of the registry (ERM aside) with no headline claim in ``table``."""
+    from .techniques import technique_names
+
+    have = set(table.technique[table.role == "headline"]) if not table.empty else set()
+    return [t for t in technique_names() if t != "erm" and t not in have]

@@ -89,28 +89,3 @@ def findings(results_or_table, metrics=("robust_acc", "clean_acc"), baseline: st
             lines.append(sentence(d, cost.get(d.arm) if metric == metrics[0] else None,
                                   "ERM" if baseline == "erm" else baseline))
     return lines
-
-
-def headlines(diffs: pd.DataFrame, cost: pd.Series | None = None) -> list[str]:
-    """One sentence per technique and variant of its home scenario (e.g. imbalance ratio 50 and 10)
-    about its home claim (``home_scenario``, ``home_metric`` of the technique), from
-    :func:`studylib.aggregate.versus_erm` output — every variant, none picked; techniques without
-    a result in their home scenario say so."""
-    from .techniques import get_technique, technique_names
-
-    lines = []
-    for name in technique_names():
-        if name == "erm":
-            continue
-        cls = get_technique(name)
-        rows = diffs[(diffs.technique == name) & (diffs.scenario == cls.home_scenario) & (diffs.metric == cls.home_metric)]
-        if rows.empty:
-            lines.append(f"{name} ({cls.home_scenario}, {cls.home_metric}): no result yet in its home scenario.")
-            continue
-        for _, r in rows.sort_values("scenario_key").iterrows():
-            d = Difference(name, cls.home_metric, r.value, r.erm, r["diff"], r["std"], int(r.n), r.ci_low, r.ci_high)
-            c = None
-            if cost is not None and (name, r.scenario_key) in cost.index:
-                c = float(cost[(name, r.scenario_key)])
-            lines.append(f"{sentence(d, c)} [home scenario: {r.scenario_key}]")
-    return lines

@@ -221,3 +221,18 @@ def cost_multiple(selected: pd.DataFrame) -> pd.Series:
     key = list(zip(df.scenario_key, df.seed))
     ratio = df.per_epoch.values / np.array([erm.get(k, np.nan) for k in key])
     return pd.Series(ratio, index=df.index).groupby([df.technique, df.scenario_key]).mean()
+
+
+def report_seeds(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The runs on report seeds (≥ ``FIRST_REPORT_SEED``) and a line saying which seeds the report
+    shows; when there are none (a smoke or test run), every run, with a line saying that these are
+    design seeds and nothing in the report is a finding."""
+    from .config import FIRST_REPORT_SEED
+
+    report = runs[runs.seed >= FIRST_REPORT_SEED]
+    if len(report):
+        left = len(runs) - len(report)
+        return report, (f"report seeds {sorted(report.seed.unique())}"
+                        + (f" ({left} runs on design seeds left out)" if left else ""))
+    return runs, (f"NO REPORT SEEDS: these runs use design seeds {sorted(runs.seed.unique())} (tests, smoke); "
+                  "nothing below is a finding")

@@ -73,16 +73,33 @@ def claim_selection_metric(technique: str, scenario: str) -> str:
     return ADVERSARIAL_SELECTION if get_technique(technique).adversarial else SELECTION_METRIC.get(scenario, "val_acc")
 
 
-def _select(group: pd.DataFrame, arms: list[str], metric: str) -> tuple[str, str]:
-    """The candidate arm with the best mean validation ``metric`` over seeds, and the rule used
-    (falls back to val_acc, named, when a candidate did not record ``metric``)."""
-    column = f"sel_{metric}"
+def _rule(group: pd.DataFrame, arms: list[str], metric: str) -> tuple[str, str]:
+    """The selection column for every arm of a claim (both sides together, so they share one rule):
+    ``sel_<metric>``, or ``sel_val_acc`` (named in the rule) when an arm did not record it."""
     rows = group[group.arm.isin(arms)]
+    column = f"sel_{metric}"
     if column not in rows or rows[column].isna().any():
-        column, metric = "sel_val_acc", f"val_acc (no {metric} recorded)"
-    scores = rows.groupby("arm")[column].mean()
-    best = scores.loc[sorted(arms)].idxmax()  # ties: the first by name, deterministic
-    return best, metric
+        return "sel_val_acc", f"val_acc (no {metric} recorded for every arm)"
+    return column, metric
+
+
+def _select(group: pd.DataFrame, arms: list[str], column: str) -> str:
+    """The candidate arm with the best mean validation score (``column``) over seeds."""
+    scores = group[group.arm.isin(arms)].groupby("arm")[column].mean()
+    return scores.loc[sorted(arms)].idxmax()  # ties: the first by name, deterministic
+
+
+def _distinct_arms(g: pd.DataFrame) -> pd.DataFrame:
+    """Arms are named by their config, not their name alone: when one arm name has runs of two
+    configurations here (records left by an earlier version of a params file, or a notebook's
+    override), each gets its config key as a suffix (``erm@1a2b3c``), so that no two
+    configurations are ever averaged as one arm."""
+    keys = g.groupby("arm").config_key.nunique()
+    clash = set(keys[keys > 1].index)
+    if not clash:
+        return g
+    # a declared baseline that names a split arm no longer matches one arm: that claim is unequal
+    return g.assign(arm=g.arm.where(~g.arm.isin(clash), g.arm + "@" + g.config_key.str[:6]))
 
 
 def _definitions(g: pd.DataFrame) -> list[dict]:
@@ -95,20 +112,22 @@ def _definitions(g: pd.DataFrame) -> list[dict]:
         out.append({"technique": a.technique, "label": f"{arm} vs {a.baseline}", "candidates": [arm],
                     "baselines": [a.baseline] if found else [], "role": a.role,
                     "footing": f"declared baseline {a.baseline}" if found
-                    else f"unequal: baseline arm {a.baseline} has no finished run"})
+                    else f"unequal: no single finished configuration of baseline arm {a.baseline}"})
     free = arms[(arms.technique != "erm") & arms.baseline.isna()]
-    for _, f in free.groupby("family", sort=True):
+    for _, f in free.groupby(["family", "role"], sort=True):  # a sweep point never joins a headline family
         candidates = sorted(f.index)
         twins, missing = [], []
         for arm in candidates:
             match = sorted(erm.index[erm.knobs == f.loc[arm, "knobs"]])
-            (twins.append(match[0]) if match else missing.append(arm))
+            if match:
+                twins.append(match[0])
+            else:
+                missing.append(arm)
         label = candidates[0] if len(candidates) == 1 else f"{f.technique.iloc[0]} ({', '.join(candidates)})"
         footing = ("same knobs: " + ", ".join(f"{c}~{t}" for c, t in zip(candidates, twins)) if not missing
                    else f"unequal: no ERM arm with the generic knobs of {', '.join(missing)}")
         out.append({"technique": f.technique.iloc[0], "label": label, "candidates": candidates,
-                    "baselines": twins if not missing else [], "footing": footing,
-                    "role": "headline" if (f.role == "headline").any() else "secondary"})
+                    "baselines": twins if not missing else [], "footing": footing, "role": f.role.iloc[0]})
     return out
 
 
@@ -121,6 +140,7 @@ def claims(runs: pd.DataFrame, metrics: dict[str, str] | None = None, method: st
     if runs.empty:
         return pd.DataFrame(rows)
     for (study, profile, scenario_key), g in runs.groupby(["study", "profile", "scenario_key"], sort=True):
+        g = _distinct_arms(g)
         scenario = g.scenario.iloc[0]
         for d in _definitions(g):
             technique = get_technique(d["technique"])
@@ -132,9 +152,8 @@ def claims(runs: pd.DataFrame, metrics: dict[str, str] | None = None, method: st
             if not d["baselines"] or metric not in g:
                 rows.append({**row, "verdict": "unequal footing" if not d["baselines"] else "metric not recorded"})
                 continue
-            rule = claim_selection_metric(d["technique"], scenario)
-            arm, rule_t = _select(g, d["candidates"], rule)
-            base, rule_b = _select(g, d["baselines"], rule)
+            column, rule = _rule(g, d["candidates"] + d["baselines"], claim_selection_metric(d["technique"], scenario))
+            arm, base = _select(g, d["candidates"], column), _select(g, d["baselines"], column)
             t = g[g.arm == arm].groupby("seed")[metric].mean()
             b = g[g.arm == base].groupby("seed")[metric].mean()
             paired = pd.concat({"t": t, "b": b}, axis=1).dropna()
@@ -142,27 +161,36 @@ def claims(runs: pd.DataFrame, metrics: dict[str, str] | None = None, method: st
             mean, std, n, lo, hi = mean_ci(diff)
             p = _paired_p(diff)
             cost = _cost(g, arm, base)
-            rows.append({**row, "arm": arm, "baseline": base, "selected_by": f"best mean validation {rule_t}"
-                         + ("" if rule_b == rule_t else f" / {rule_b}"),
+            rows.append({**row, "arm": arm, "baseline": base, "selected_by": f"best mean validation {rule}",
                          "value": float(paired.t.mean()), "baseline_value": float(paired.b.mean()),
                          "diff": mean, "std": std, "n": n, "ci_low": lo, "ci_high": hi,
-                         "half_width": (hi - lo) / 2 if n >= 2 else math.nan, "p": p,
+                         "half_width": (hi - lo) / 2 if n >= 2 else math.nan, "detectable": _detectable(std, n),
+                         "p": p,
                          "seeds": ", ".join(str(s) for s in paired.index), "cost_x_baseline": cost})
     out = pd.DataFrame(rows)
     return verdicts(out, method=method)
 
 
 def _paired_p(diff: pd.Series) -> float:
-    """Two-sided paired t-test p-value of mean(diff) = 0 (NaN below 2 seeds; 0 or 1 when every
-    seed gives the same difference)."""
+    """Two-sided paired t-test p-value of mean(diff) = 0. NaN below 2 seeds, and NaN when every
+    seed gives exactly the same difference: with accuracies in steps of 1/n_test that happens for
+    tiny effects too, and zero spread is no evidence (the verdict is then inconclusive)."""
     from scipy import stats
 
     d = diff.dropna().to_numpy(float)
-    if len(d) < 2:
+    if len(d) < 2 or np.ptp(d) == 0:
         return math.nan
-    if np.allclose(d, d[0]):
-        return 1.0 if d[0] == 0 else 0.0
     return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+
+def _detectable(std: float, n: int, alpha: float = ALPHA, power: float = 0.8) -> float:
+    """The paired effect these seeds detect with ``power`` at level ``alpha`` (unadjusted) given
+    the observed spread: (t_{1−α/2} + t_{power})·sd/√n on n−1 degrees of freedom."""
+    from scipy import stats
+
+    if n < 2 or not std or math.isnan(std):
+        return math.nan
+    return float((stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * std / math.sqrt(n))
 
 
 def _cost(g: pd.DataFrame, arm: str, base: str) -> float:
@@ -213,8 +241,10 @@ def verdicts(table: pd.DataFrame, method: str = ADJUSTMENT, alpha: float = ALPHA
     for i, r in out.iterrows():
         if isinstance(verdict[i], str):
             continue
-        if not (r.n >= 2) or math.isnan(r.p_adjusted):
+        if not (r.n >= 2):
             v = "no verdict (one seed)"
+        elif math.isnan(r.p_adjusted):
+            v = "inconclusive"  # every seed gave the same difference: no spread to test against
         elif r.p_adjusted < alpha:
             good = (r["diff"] < 0) if r.direction == "lower" else (r["diff"] > 0)
             v = "supported" if good else "contradicted"
@@ -234,10 +264,11 @@ def sentence(r) -> str:
     if r.n >= 2:
         adjusted = (f"adjusted p={r.p_adjusted:.3g} over {r.tested} headline claims" if r.role == "headline"
                     else "secondary: not in the corrected family")
-        text += (f" (95% CI {r.ci_low:+.3f} to {r.ci_high:+.3f}, n={r.n} seeds, p={r.p:.3g}, {adjusted}): "
+        p = "no spread" if math.isnan(r.p) else f"p={r.p:.3g}"
+        text += (f" (95% CI {r.ci_low:+.3f} to {r.ci_high:+.3f}, unadjusted; n={r.n} seeds, {p}, {adjusted}): "
                  f"{r.verdict.upper()}")
-        if r.verdict.startswith("inconclusive"):
-            text += f"; only effects beyond ±{r.half_width:.3f} were detectable"
+        if r.verdict.startswith("inconclusive") and not math.isnan(r.get("detectable", math.nan)):
+            text += f"; these seeds detect only effects of about ±{r.detectable:.3f} (80% power, unadjusted)"
     else:
         text += f": {r.verdict}"
     if not math.isnan(r.get("cost_x_baseline", math.nan)):

@@ -31,6 +31,7 @@ def dro_runs(tmp_path):
         fake_run(tmp_path, cfg, "erm_l2", seed, "worst_group_acc", 0.55 + 0.01 * seed, val=0.65)
         fake_run(tmp_path, cfg, "group_dro", seed, "worst_group_acc", 0.70, val=0.70)
         fake_run(tmp_path, cfg, "group_dro_es", seed, "worst_group_acc", 0.90 + 0.005 * seed, val=0.75)
+        fake_run(tmp_path, cfg, "cvar", seed, "worst_group_acc", 0.60 + 0.01 * seed, val=0.6)
         fake_run(tmp_path, cfg, "group_dro_l2", seed, "worst_group_acc", 0.75 + 0.01 * seed, val=0.80)
     return aggregate.load_runs(tmp_path)
 
@@ -52,8 +53,26 @@ def test_paired_difference_p_value_and_verdict_by_hand(dro_runs):
     row = claims.claims(dro_runs).set_index("technique").loc["group_dro"]
     d = np.array([0.75 + 0.01 * s - (0.62 + 0.01 * s) for s in range(4)])
     assert row["diff"] == pytest.approx(d.mean()) and row.n == 4
-    assert row.p == 0.0  # identical differences on every seed
-    assert row.verdict == "supported"
+    # identical differences on every seed: no spread to test against, so no p-value and no support
+    assert np.isnan(row.p) and row.verdict == "inconclusive"
+    cvar = claims.claims(dro_runs.assign(worst_group_acc=dro_runs.worst_group_acc + 0.001 * dro_runs.seed ** 2
+                                         * (dro_runs.technique == "group_dro")))
+    row = cvar.set_index("technique").loc["group_dro"]
+    d = d + 0.001 * np.arange(4) ** 2
+    assert row.p == pytest.approx(stats.ttest_1samp(d, 0).pvalue) and row.verdict == "supported"
+    assert row.detectable == pytest.approx((stats.t.ppf(0.975, 3) + stats.t.ppf(0.8, 3)) * d.std(ddof=1) / 2)
+
+
+def test_one_arm_name_with_two_configurations_is_never_averaged(dro_runs, tmp_path):
+    cfg = load_study("dro", "smoke", {"seeds": [0, 1, 2, 3], "train.epochs": 7})  # an older params version
+    for seed in range(4):
+        fake_run(tmp_path, cfg, "erm", seed, "worst_group_acc", 0.1, val=0.99)
+    runs = pd.concat([dro_runs, aggregate.load_runs(tmp_path)], ignore_index=True)
+    table = claims.claims(runs)
+    # "erm" now names two configurations: each keeps its own name (erm@<config>) and the twins
+    # are matched by knobs, so the old 7-epoch runs (worst group 0.1) are never anyone's baseline
+    assert table.baseline.str.startswith("erm").all() and (table.baseline_value > 0.5).all()
+    assert {"erm@" in b for b in table.baseline} == {True, False}
 
 
 def test_missing_twin_is_unequal_footing_without_verdict(tmp_path):
@@ -68,7 +87,8 @@ def test_missing_twin_is_unequal_footing_without_verdict(tmp_path):
 def test_declared_baseline(tmp_path):
     cfg = load_study("adversarial", "smoke", {"seeds": [0, 1, 2], "arms.trades_sat.baseline": "trades"})
     for seed in (0, 1, 2):
-        for arm, v in (("erm", 0.5), ("trades", 0.8), ("trades_sat", 0.8 + 0.01 * (seed - 1))):
+        trades = 0.8 + 0.02 * seed
+        for arm, v in (("erm", 0.5), ("trades", trades), ("trades_sat", trades + 0.01 * (seed - 1))):
             fake_run(tmp_path, cfg, arm, seed, "robust_acc", v, val=v, metric_name="robust_acc")
     table = claims.claims(aggregate.load_runs(tmp_path)).set_index("claim")
     row = table.loc["trades_sat vs trades"]
@@ -86,11 +106,13 @@ def test_adjustments_match_scipy_and_holm_by_hand():
 
 
 def test_verdicts_directions_and_secondary_claims():
-    table = pd.DataFrame({"role": ["headline", "headline", "headline", "secondary"],
-                          "direction": ["higher", "lower", "higher", "higher"],
-                          "diff": [0.1, 0.1, 0.01, 0.1], "n": [3, 3, 3, 3], "p": [0.001, 0.002, 0.5, 0.001]})
+    table = pd.DataFrame({"role": ["headline", "headline", "headline", "secondary", "headline"],
+                          "direction": ["higher", "lower", "higher", "higher", "higher"],
+                          "diff": [0.1, 0.1, 0.01, 0.1, 0.1], "n": [3, 3, 3, 3, 1],
+                          "p": [0.001, 0.002, 0.5, 0.001, np.nan]})
     v = claims.verdicts(table)
-    assert list(v.verdict) == ["supported", "contradicted", "inconclusive", "supported (exploratory, uncorrected)"]
+    assert list(v.verdict) == ["supported", "contradicted", "inconclusive", "supported (exploratory, uncorrected)",
+                               "no verdict (one seed)"]
     assert (v.tested == 3).all() and v.p_adjusted[3] == 0.001
 
 

@@ -22,7 +22,8 @@ def test_quick_profile_resolves_every_arm():
     assert list(cfg.arms) == ["erm", "fgsm_at", "pgd_at", "trades", "trades_sat"]
     run = cfg.run_config("pgd_at", 0)
     assert run.hparams == {"eps": 0.1, "steps": 7, "step_ratio": None, "random_start": True, "bn_mode": "eval"}
-    assert run.train.select == "val_robust_acc" and cfg.run_config("erm", 0).train.select == "val_acc"
+    # one selection rule for every arm of the adversarial study, ERM included (equal footing)
+    assert run.train.select == "val_robust_acc" and cfg.run_config("erm", 0).train.select == "val_robust_acc"
 
 
 def test_merge_order_profile_then_study_profile_then_overrides():

@@ -89,3 +89,118 @@ def findings(results_or_table, metrics=("robust_acc", "clean_acc"), baseline: st
             lines.append(sentence(d, cost.get(d.arm) if metric == metrics[0] else None,
                                   "ERM" if baseline == "erm" else baseline))
     return lines
+
+
+# -- the report's answers-first summary ------------------------------------------------------------
+METRIC_WORDS = {"clean_acc": "test accuracy", "robust_acc": "robust accuracy (worst case over attacks)",
+                "corruption_acc": "accuracy under corruptions", "balanced_acc": "balanced accuracy",
+                "worst_group_acc": "worst-group accuracy", "ece": "calibration error (ECE)",
+                "gen_gap": "generalization gap", "nll": "test NLL"}
+TECHNIQUE_WORDS = {"fgsm_at": "fast AT (FGSM-RS)", "pgd_at": "PGD adversarial training", "trades": "TRADES",
+                   "trades_sat": "TRADES + SAT", "weight_penalty": "weight penalty (L1/L2/elastic net)",
+                   "dropout": "dropout", "gaussian_noise_aug": "Gaussian-noise augmentation",
+                   "variety_aug": "variety augmentation (shifts, rotations)", "elr": "ELR", "sat": "self-adaptive training",
+                   "cw_erm": "class-weighted ERM", "group_dro": "Group DRO", "cvar_dro": "CVaR DRO",
+                   "chi2_dro": "χ² DRO", "deq": "deep equilibrium model", "erm": "ERM"}
+
+
+def parse_scenario_key(key: str) -> tuple[str, str, dict]:
+    """``"cifar10/label_noise(noise=symmetric, rate=0.4)"`` → ("cifar10", "label_noise", {...})."""
+    dataset, _, rest = key.rpartition("/")
+    kind, _, args = rest.partition("(")
+    settings = dict(part.split("=", 1) for part in args.rstrip(")").split(", ") if "=" in part)
+    return dataset or "digits", kind, settings
+
+
+def scenario_words(key: str) -> str:
+    """A scenario key in plain words: ``label_noise(noise=symmetric, rate=0.4)`` → "40% symmetric
+    label noise"."""
+    dataset, kind, s = parse_scenario_key(key)
+
+    def pct(v):
+        return f"{float(v) * 100:g}%"
+
+    if kind == "clean":
+        words = "clean training data"
+    elif kind == "small_data":
+        words = f"small data ({pct(s.get('fraction', 0.1))} of the training set)"
+    elif kind == "label_noise":
+        words = f"{pct(s.get('rate', 0.4))} {s.get('noise', 'symmetric')} label noise"
+    elif kind == "imbalance":
+        words = f"class imbalance, ratio {float(s.get('ratio', 10)):g}"
+    elif kind == "spurious":
+        words = f"spurious border ({pct(s.get('correlation', 0.95))} aligned with the label)"
+    else:
+        words = kind
+    extra = [f"{k}={v}" for k, v in s.items() if k in ("n_train", "n_test")]
+    return f"{words} ({dataset}{', ' + ', '.join(extra) if extra else ''})" if dataset != "digits" or extra else words
+
+
+def summary_table(claims_table: pd.DataFrame) -> pd.DataFrame:
+    """One row per headline claim, in words, sorted by verdict: technique, scenario, metric, the
+    effect against its baseline with the 95% CI, n, adjusted p, verdict, cost × baseline."""
+    if claims_table.empty:
+        return pd.DataFrame()
+    from .claims import ordered
+
+    rows = []
+    for _, r in ordered(claims_table[claims_table.role == "headline"]).iterrows():
+        tested = isinstance(r.get("arm"), str)
+        rows.append({
+            "technique": TECHNIQUE_WORDS.get(r.technique, r.technique) + ("" if r.claim == r.technique else f" [{r.claim}]"),
+            "scenario": scenario_words(r.scenario_key),
+            "metric": METRIC_WORDS.get(r.metric, r.metric) + (" ↓" if r.direction == "lower" else ""),
+            "vs": r.get("baseline", "—") if tested else "—",
+            "effect": f"{r['diff']:+.3f}" if tested else "—",
+            "95% CI": f"{r.ci_low:+.3f} to {r.ci_high:+.3f}" if tested and r.n >= 2 else "—",
+            "n": int(r.n) if tested else 0,
+            "adj. p": f"{r.p_adjusted:.3g}" if tested and not math.isnan(r.p_adjusted) else "—",
+            "verdict": r.verdict,
+            "cost ×": f"{r.cost_x_baseline:.1f}" if tested and not math.isnan(r.cost_x_baseline) else "—",
+        })
+    return pd.DataFrame(rows)
+
+
+def interpretation(claims_table: pd.DataFrame) -> list[str]:
+    """A few sentences generated from the claims (never hand-written numbers)."""
+    h = claims_table[claims_table.role == "headline"] if not claims_table.empty else claims_table
+    if h.empty:
+        return ["No headline claims: run the studies first (make study)."]
+    counts = h.verdict.value_counts()
+    n_seeds = int(h.n.max()) if "n" in h and h.n.notna().any() else 0
+    lines = [f"{len(h)} headline claims on {n_seeds} report seeds, {int(h.tested.max())} tested together "
+             f"({h.adjustment.iloc[0]}): {counts.get('supported', 0)} supported, {counts.get('contradicted', 0)} "
+             f"contradicted, {counts.get('inconclusive', 0)} inconclusive."]
+    tested = h[h.arm.notna()] if "arm" in h else h.iloc[0:0]
+    sup = tested[tested.verdict == "supported"].sort_values("diff", key=abs, ascending=False)
+    if len(sup):
+        best = sup.iloc[0]
+        lines.append(f"The largest supported effect: {TECHNIQUE_WORDS.get(best.technique, best.technique)} under "
+                     f"{scenario_words(best.scenario_key)}, {METRIC_WORDS.get(best.metric, best.metric)} "
+                     f"{best['diff']:+.3f} (95% CI {best.ci_low:+.3f} to {best.ci_high:+.3f}) against {best.baseline}"
+                     + (f", at {best.cost_x_baseline:.1f}× its training cost per epoch."
+                        if not math.isnan(best.cost_x_baseline) else "."))
+    con = tested[tested.verdict == "contradicted"]
+    for _, r in con.iterrows():
+        lines.append(f"Contradicted: {TECHNIQUE_WORDS.get(r.technique, r.technique)} [{r.claim}] lowers "
+                     f"{METRIC_WORDS.get(r.metric, r.metric)} under {scenario_words(r.scenario_key)} "
+                     f"({r['diff']:+.3f}, 95% CI {r.ci_low:+.3f} to {r.ci_high:+.3f}) — the kit disagrees with "
+                     "the literature here.")
+    inc = tested[tested.verdict == "inconclusive"]
+    if len(inc):
+        det = inc.detectable.dropna() if "detectable" in inc else pd.Series(dtype=float)
+        lines.append(f"{len(inc)} claims are inconclusive: their differences could not be told from 0 with these "
+                     f"seeds" + (f" (the effects they could detect with 80% power range from ±{det.min():.3f} to "
+                                 f"±{det.max():.3f})." if len(det) else "."))
+    return lines
+
+
+def markdown(summary: pd.DataFrame, lines: list[str], title: str = "What robust-training techniques buy") -> str:
+    """The summary as Markdown (for a README or a paper's appendix): the generated sentences, then
+    the table."""
+    out = [f"# {title}", "", *lines, ""]
+    if not summary.empty:
+        cols = list(summary.columns)
+        out += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        out += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in summary.itertuples(index=False)]
+    return "\n".join(out) + "\n"

@@ -204,3 +204,16 @@ def markdown(summary: pd.DataFrame, lines: list[str], title: str = "What robust-
         out += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         out += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in summary.itertuples(index=False)]
     return "\n".join(out) + "\n"
+
+
+def scenario_short(key: str) -> str:
+    """A scenario key as a short axis label: "label noise 40% sym.", "imbalance ×50"."""
+    dataset, kind, s = parse_scenario_key(key)
+    label = {"clean": "clean",
+             "small_data": f"small data {float(s.get('fraction', 0.1)) * 100:g}%",
+             "label_noise": f"label noise {float(s.get('rate', 0.4)) * 100:g}% {s.get('noise', 'symmetric')[:3]}.",
+             "imbalance": f"imbalance ×{float(s.get('ratio', 10)):g}",
+             "spurious": f"spurious {float(s.get('correlation', 0.95)) * 100:g}%"}.get(kind, kind)
+    if "n_train" in s:
+        label += f", n={s['n_train']}"
+    return label if dataset == "digits" else f"{dataset}: {label}"

@@ -14,7 +14,10 @@ LOWER_IS_BETTER = {"ece", "gen_gap", "cost_x_erm"}
 def heatmaps(cells: pd.DataFrame, metrics: list[str], ncols: int = 3):
     """One heatmap per scorecard axis: techniques (rows) × scenarios (columns), mean over seeds of
     the validation-selected configuration; annotated with the mean (and n)."""
+    from ..report import scenario_short
+
     metrics = [m for m in metrics if m in set(cells.metric)]
+    cells = cells.assign(scenario_key=cells.scenario_key.map(scenario_short))  # short, readable axis labels
     nrows = math.ceil(len(metrics) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 0.42 * cells.technique.nunique() * nrows + 1.5 * nrows),
                              squeeze=False)
@@ -26,7 +29,8 @@ def heatmaps(cells: pd.DataFrame, metrics: list[str], ncols: int = 3):
         ax.set_title(metric + (" (lower is better)" if metric in LOWER_IS_BETTER else ""), fontsize=10)
         ax.set_xlabel("")
         ax.set_ylabel("")
-        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+        ax.tick_params(axis="x", labelsize=8)
+        plt.setp(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor")
         ax.tick_params(axis="y", labelsize=8)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")

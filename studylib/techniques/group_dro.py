@@ -36,9 +36,16 @@ class GroupDRO(Technique):
     regularisation (Waterbirds λ = 1, CelebA 0.1) or early stopping — both are the training loop's
     (``train.weight_decay``, ``train.select: val_worst_group_acc``), not this technique's.
 
+    Batches are drawn group-balanced by default (``sampler = "group_balanced"``), as in every
+    official run (``--reweight_groups``: with replacement, each example weighted 1/n_g, as many
+    batches per epoch as a plain epoch), so each group is equally likely per draw and its ℓ_g is
+    estimated from ≈ batch/G examples rather than from the one or two a uniform batch holds of a
+    2% group; ``train.sampler: uniform`` switches it off for an arm.
+
     q after every epoch and its mean over the epoch's batches are in the history (``q_0``…,
-    ``q_mean_0``…); the final q is in the diagnostics. Needs ``batch.group`` (in the spurious
-    scenario: 2·label group + attribute).
+    ``q_mean_0``…); the final q is in the diagnostics. Needs ``batch.group``: in the spurious
+    scenario 2·label group + attribute; in the others the label *as given* (noisy under label
+    noise — the groups come from what the learner sees, never from clean labels).
 
     Example::
 
@@ -48,6 +55,7 @@ class GroupDRO(Technique):
     name = "group_dro"
     home_scenario = "spurious"
     home_metric = "worst_group_acc"
+    sampler = "group_balanced"
     summary = "Group DRO: exponentiated-gradient weights q on group losses (Sagawa et al. 2020)"
     params = {
         "eta": Param(0.01, "step size η of the q update (0: q stays uniform — group-balanced reweighting)",

@@ -44,8 +44,10 @@ class Batch(NamedTuple):
 @dataclass
 class Split:
     """One split as tensors. ``y`` is the label the learner sees (noisy under label noise);
-    ``y_true`` the clean label; ``group`` the evaluation group (the true class, or the
-    (label group, spurious attribute) pair in the spurious scenario)."""
+    ``y_true`` the clean label; ``group`` the group: in the spurious scenario the
+    (label group, spurious attribute) pair; otherwise the label as given — on the training and
+    validation splits the label the learner sees (noisy under label noise: a technique never learns
+    the clean labels through its groups), on the test split the true class (the evaluation group)."""
 
     x: torch.Tensor
     y: torch.Tensor

@@ -106,6 +106,19 @@ def test_batches_carry_index_and_group_and_cover_the_split():
     assert torch.equal(torch.cat(seen).sort().values, torch.arange(len(d.train)))
 
 
+def test_under_label_noise_groups_are_the_given_labels():
+    """The groups a technique trains on come from what the learner is given: the noisy label on the
+    training and validation splits, never the clean class; the test split keeps the true class."""
+    for scenario in (LabelNoise(rate=0.4), LabelNoise(rate=0.4, noise="asymmetric")):
+        d = make_data(DataConfig(scenario=scenario), 0)
+        for split in (d.train, d.val):
+            assert torch.equal(split.group, split.y)
+            assert not torch.equal(split.group, split.y_true)  # ≈36% / ≈15% of them differ
+        assert torch.equal(d.test.group, d.test.y_true) and torch.equal(d.test.y, d.test.y_true)
+    clean = make_data(DataConfig(), 0)
+    assert torch.equal(clean.train.group, clean.train.y)
+
+
 def _shares(split, key, sampler, seed=0, epochs=20):
     gen = torch.Generator().manual_seed(seed)
     keys = torch.cat([getattr(b, key) for _ in range(epochs) for b in batches(split, 64, gen, sampler=sampler)])

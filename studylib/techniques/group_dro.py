@@ -34,7 +34,9 @@ class GroupDRO(Technique):
     defaults: η = 0.01 (``--robust_step_size``), C = 0 unless tuned (the paper's C ∈ {0,…,5});
     the paper's finding is that Group DRO beats ERM on the worst group only with strong ℓ2
     regularisation (Waterbirds λ = 1, CelebA 0.1) or early stopping — both are the training loop's
-    (``train.weight_decay``, ``train.select: val_worst_group_acc``), not this technique's.
+    (``train.weight_decay``, ``train.select: val_worst_group_acc``), not this technique's. η is a
+    per-step rate: 0.01 is set for ≈10⁴ steps; over the ≈450 steps of the kit's DRO study q stays
+    near uniform at 0.01, and that study uses η = 0.5, chosen on validation (``params/dro.yaml``).
 
     Batches are drawn group-balanced by default (``sampler = "group_balanced"``), as in every
     official run (``--reweight_groups``: with replacement, each example weighted 1/n_g, as many

@@ -50,16 +50,22 @@ METHOD_NAMES = {"bh": "Benjamini–Hochberg (false-discovery rate 5%)", "holm": 
 
 def generic_knobs(config: dict) -> str:
     """The generic knobs of a run as canonical JSON: its ``train`` and ``model`` configs, with the
-    model keys its technique sets (``model_overrides``: the dropout rate, the DEQ architecture) put
-    back to the model defaults, which is what ERM has there. Two arms with equal knobs differ only
+    model keys its technique sets (``model_overrides``: the dropout rate, the DEQ architecture) and
+    its own default batch sampler (Group DRO's group-balanced batches) put back to the defaults,
+    which is what ERM has there. Two arms with equal knobs differ only
     in the technique and its hyperparameters."""
     from .config import ModelConfig
+
+    from .techniques import Technique
 
     technique = get_technique(config["technique"])
     defaults = ModelConfig().model_dump(mode="json")
     model = {k: (defaults[k] if k in technique.model_overrides(config["hparams"]) else v)
              for k, v in config["model"].items()}
-    return json.dumps({"train": config["train"], "model": model}, sort_keys=True)
+    train = dict(config["train"])
+    if train.get("sampler") == technique.sampler:  # the technique's own batch sampler (Group DRO's
+        train["sampler"] = Technique.sampler       # group-balanced batches) is part of the technique
+    return json.dumps({"train": train, "model": model}, sort_keys=True)
 
 
 def family(config: dict) -> str:

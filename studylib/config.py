@@ -180,6 +180,11 @@ class TrainConfig(_Strict):
     track_robust: bool = Field(False, description="log PGD accuracy on fixed train and validation subsets each epoch")
     track_size: int = Field(256, ge=1, description="examples per subset for track_robust")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps in all (tests, trials)")
+    sampler: Literal["uniform", "group_balanced", "class_balanced"] | None = Field(
+        None, description="how training batches are drawn: uniform (a shuffled pass over the split); "
+        "group_balanced / class_balanced (with replacement, each example weighted 1/n of its group / "
+        "given label, as many batches per epoch as a plain pass: Group DRO's --reweight_groups); "
+        "None: the technique's own default (Technique.sampler), resolved into each run's config")
     # the fast path (GPU); each also runs on CPU
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast for training steps (evaluation stays fp32)")
     channels_last: bool = Field(False, description="channels_last memory format for image models and batches (CUDA only; ignored on CPU)")
@@ -324,6 +329,8 @@ class StudyConfig(_Common):
         base["model"] = _deep_merge(base["model"], a.model)
         base["model"] = _deep_merge(base["model"], get_technique(a.technique).model_overrides(a.hparams))
         base["train"] = _deep_merge(base["train"], a.train)
+        if base["train"].get("sampler") is None:  # the run's record names the sampler it used
+            base["train"]["sampler"] = get_technique(a.technique).sampler
         return RunConfig(**base, arm=arm, seed=seed, technique=a.technique, hparams=a.hparams, baseline=a.baseline,
                          role=a.role)
 

@@ -44,8 +44,10 @@ class Batch(NamedTuple):
 @dataclass
 class Split:
     """One split as tensors. ``y`` is the label the learner sees (noisy under label noise);
-    ``y_true`` the clean label; ``group`` the evaluation group (the true class, or the
-    (label group, spurious attribute) pair in the spurious scenario)."""
+    ``y_true`` the clean label; ``group`` the group: in the spurious scenario the
+    (label group, spurious attribute) pair; otherwise the label as given — on the training and
+    validation splits the label the learner sees (noisy under label noise: a technique never learns
+    the clean labels through its groups), on the test split the true class (the evaluation group)."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -172,14 +174,50 @@ def make_data(cfg: DataConfig, seed: int) -> Data:
     return apply_scenario(cfg.scenario, parts, num_classes=int(y.max()) + 1, rng=rng)
 
 
+SAMPLERS = ("uniform", "group_balanced", "class_balanced")
+
+
+def sampling_weights(split: Split, sampler: str, index: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Per-example draw weights (CPU, float64) of a balanced ``sampler`` over the examples ``index``
+    (positions in ``split``; default all): 1/n_g of the example's group (``group_balanced``) or
+    1/n_c of its given label (``class_balanced``), n counted over those examples, so every group
+    (class) present is equally likely at each draw. ``uniform``: None."""
+    if sampler == "uniform":
+        return None
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
+    keys = (split.group if sampler == "group_balanced" else split.y).cpu()
+    if index is not None:
+        keys = keys[index.cpu()]
+    return 1.0 / torch.bincount(keys)[keys].double()
+
+
 def batches(split: Split, batch_size: int, generator: torch.Generator | None = None,
-            shuffle: bool = True) -> Iterator[Batch]:
-    """Mini-batches of ``split`` by indexing device tensors (the last batch may be smaller)."""
-    n = len(split)
-    if shuffle:
-        order = torch.randperm(n, generator=generator).to(split.x.device)
+            shuffle: bool = True, sampler: str = "uniform",
+            index: torch.Tensor | None = None) -> Iterator[Batch]:
+    """Mini-batches of ``split`` by indexing device tensors (the last batch may be smaller), drawn
+    from the examples ``index`` (positions in ``split``; default all; ``batch.idx`` is always a
+    position in ``split``).
+
+    ``sampler="uniform"``: a permutation of the examples (one pass over each, the shuffled order
+    from ``generator``). ``group_balanced`` / ``class_balanced``: as many examples as a pass, drawn
+    *with replacement* by ``torch.multinomial`` with weights 1/n of the example's group / given label
+    (:func:`sampling_weights`), so each group (class) is equally likely per draw — Group DRO's
+    ``--reweight_groups`` (kohpangwei/group_DRO: a ``WeightedRandomSampler`` with weights 1/n_g,
+    ``len(train_data)`` draws per epoch, i.e. as many batches as a plain epoch). The draws come from
+    ``generator`` (a CPU generator, like the permutation): the same seed gives the same batches on any
+    device; only the drawn indices move to the split's device."""
+    n = len(split) if index is None else len(index)
+    weights = sampling_weights(split, sampler, index)
+    if weights is not None:
+        order = torch.multinomial(weights, n, replacement=True, generator=generator)
+    elif shuffle:
+        order = torch.randperm(n, generator=generator)
     else:
-        order = torch.arange(n, device=split.x.device)
+        order = torch.arange(n)
+    if index is not None:
+        order = index.cpu()[order]
+    order = order.to(split.x.device)
     for start in range(0, n, batch_size):
         i = order[start:start + batch_size]
         yield Batch(split.x[i], split.y[i], i, split.group[i])

@@ -2,6 +2,10 @@
 splits; the test split stays clean and balanced unless the scenario says otherwise (spurious: the
 attribute is independent of the label at test).
 
+Groups: in the spurious scenario (label group, attribute); in every other scenario the label as
+given to the learner (on the training and validation splits the possibly noisy label, on the test
+split the true class) — what a technique trains on never comes from labels it does not see.
+
 Each transform is a function ``(cfg, parts, C, rng) -> parts`` on numpy arrays, registered by the
 scenario's ``kind``; :func:`apply_scenario` turns the result into a :class:`studylib.data.Data`.
 """
@@ -122,6 +126,12 @@ def apply_scenario(cfg, parts: dict, num_classes: int, rng: np.random.Generator)
                        f"examples, independent at test; target: {cfg.target}")
     else:  # pragma: no cover - the config's discriminated union makes this unreachable
         raise ValueError(f"unknown scenario {cfg!r}")
+    if not isinstance(cfg, Spurious):
+        # the groups a technique trains on (Group DRO, the loop's validation worst-group accuracy)
+        # are the labels the learner is given: noisy under label noise, never the clean class it does
+        # not see; the test split's labels are clean, so its groups are the true classes
+        for part in out.values():
+            part["group"] = part["y"].copy()
 
     splits = {k: Split(*(torch.as_tensor(v[f]) for f in ("x", "y", "y_true", "group"))) for k, v in out.items()}
     train_x = splits["train"].x

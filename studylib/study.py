@@ -87,6 +87,7 @@ class Study:
         fit_summary = {"train_seconds": result.train_seconds, "seconds_per_epoch": result.seconds_per_epoch,
                        "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                        "stopped_early": result.stopped_early, "selection_rule": result.selection_rule,
+                       "sampler": result.sampler, "trained_examples": result.trained_examples,
                        # validation numbers of the selected epoch: what hyperparameter selection may use
                        "selected_val": {k: v for k, v in selected.items() if k.startswith("val_")}}
         card["metrics"].update({k: v for k, v in fit_summary.items() if isinstance(v, (int, float))},

@@ -1,8 +1,10 @@
 """The one training loop every technique shares.
 
-The loop owns seeding, device placement, the optimizer and its schedule, per-epoch validation,
-model selection / early stopping on the validation split (never the test split), the per-epoch
-history and the progress bar. Techniques only supply their hooks (:mod:`studylib.techniques.base`).
+The loop owns seeding, device placement, how batches are drawn (``train.sampler``, else the
+technique's own sampler: a shuffled pass, or group- / class-balanced draws with replacement), the
+optimizer and its schedule, per-epoch validation, model selection / early stopping on the validation
+split (never the test split), the per-epoch history and the progress bar. Techniques only supply
+their hooks (:mod:`studylib.techniques.base`).
 """
 
 from __future__ import annotations
@@ -96,10 +98,18 @@ class FitResult:
     stopped_early: bool
     technique: object = None
     diagnostics: dict = field(default_factory=dict)
+    sampler: str = "uniform"
+    trained_examples: int | None = None  # examples gradient steps were drawn from (None: the whole split)
 
     @property
     def seconds_per_epoch(self) -> float:
         return self.train_seconds / max(1, self.epochs_run)
+
+
+def resolve_sampler(cfg: RunConfig) -> str:
+    """The batch sampler of a run: ``train.sampler``, else the technique's own default (a config
+    resolved by :meth:`StudyConfig.run_config` already names it)."""
+    return cfg.train.sampler or get_technique(cfg.technique).sampler
 
 
 def selection_rule(cfg: RunConfig) -> str:
@@ -181,7 +191,12 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True) -> FitResult:
                      train=data.train, val=data.val, config=cfg)
     technique = technique_cls(technique_cls.hparams_model()(**cfg.hparams), ctx)
     opt = make_optimizer(model.parameters(), cfg.train)
-    steps_per_epoch = -(-len(data.train) // cfg.train.batch_size)
+    sampler = resolve_sampler(cfg)
+    train_index = technique.train_index()  # None: every training example takes gradient steps
+    if train_index is not None:
+        train_index = torch.as_tensor(train_index, dtype=torch.long).cpu()
+    n_steps_from = len(data.train) if train_index is None else len(train_index)
+    steps_per_epoch = -(-n_steps_from // cfg.train.batch_size)
     sched, per_batch = make_scheduler(opt, cfg.train, steps_per_epoch)
     order_gen = torch.Generator().manual_seed(cfg.seed)
 
@@ -196,7 +211,7 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True) -> FitResult:
         t0 = time.perf_counter()
         model.train()
         total, seen = torch.zeros((), device=device), 0
-        for batch in batches(data.train, cfg.train.batch_size, order_gen):
+        for batch in batches(data.train, cfg.train.batch_size, order_gen, sampler=sampler, index=train_index):
             if cfg.data.augment != "none":
                 batch = batch._replace(x=augment(batch.x, cfg.data.augment, cfg.data.crop_padding))
             if channels_last:
@@ -244,4 +259,5 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True) -> FitResult:
     model.eval()
     return FitResult(model=model, history=history, best_epoch=best_epoch, epochs_run=len(history),
                      train_seconds=train_seconds, selection_rule=selection_rule(cfg),
-                     stopped_early=stopped_early, technique=technique, diagnostics=technique.diagnostics())
+                     stopped_early=stopped_early, technique=technique, diagnostics=technique.diagnostics(),
+                     sampler=sampler, trained_examples=None if train_index is None else n_steps_from)

@@ -1,25 +1,27 @@
 """Class-weighted ERM: each weighting rule against values computed by hand, the weighted loss, the
-DRW switch, the adaptive update, hyperparameter validation; and the study's home finding end to end."""
+DRW switch, the adaptive update and its held-out slice of the training split (it never reads the
+validation labels), hyperparameter validation; and the study's home finding end to end."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from studylib import Study, load_study
-from studylib.data import Batch, Split
+from studylib import Study, load_study, train
+from studylib.data import Batch, Split, make_data
 from studylib.techniques import RunContext, get_technique
-from studylib.techniques.class_weighted import drw_switch_epoch
+from studylib.techniques.class_weighted import drw_switch_epoch, stratified_holdout
 
 COUNTS = [100, 10, 1]
 
 
-def make(counts=COUNTS, epochs=10, val=None, **hp):
+def make(counts=COUNTS, epochs=10, train=None, **hp):
     cls = get_technique("cw_erm")
     c = torch.tensor(counts)
     ctx = RunContext(n_train=int(c.sum()), num_classes=len(counts), n_groups=len(counts), epochs=epochs,
-                     device=torch.device("cpu"), class_counts=c, group_counts=c, val=val)
+                     device=torch.device("cpu"), class_counts=c, group_counts=c, train=train)
     return cls(cls.hparams_model()(**hp), ctx)
 
 
@@ -92,14 +94,16 @@ class FixedPredictions(torch.nn.Module):
         return F.one_hot(x[:, 0].long(), 3).float() + 0 * self.p
 
 
-def test_adaptive_weights_follow_the_running_validation_error_of_each_class():
-    # validation: class 0 all right (2/2), class 1 half wrong (1/2), class 2 all wrong (1/1)
+def test_adaptive_weights_follow_the_running_error_of_each_class():
+    # the signal split (holdout 0: the training examples themselves): class 0 all right (2/2),
+    # class 1 half wrong (1/2), class 2 all wrong (1/1)
     y = torch.tensor([0, 0, 1, 1, 2])
     pred = torch.tensor([0, 0, 1, 0, 1])
-    val = Split(pred[:, None].float(), y, y, y)
+    signal = Split(pred[:, None].float(), y, y, y)
     up, m = 11.0, 0.5
-    t = make(val=val, weighting="adaptive", upweight=up, momentum=m, signal="error")
-    assert t.weights.tolist() == [1.0, 1.0, 1.0]  # uniform before any validation signal
+    t = make(train=signal, weighting="adaptive", upweight=up, momentum=m, signal="error", holdout=0.0)
+    assert t.train_index() is None  # holdout 0: every example trains
+    assert t.weights.tolist() == [1.0, 1.0, 1.0]  # uniform before any signal
     row = t.epoch_end(FixedPredictions(), 1)
     err = [0.5 * 0.0, 0.5 * 0.5, 0.5 * 1.0]  # ē = m·0 + (1 − m)·e
     expected = by_hand_normalised([1 + (up - 1) * e for e in err])  # 1, 3.5, 6 → ×3/10.5
@@ -108,16 +112,16 @@ def test_adaptive_weights_follow_the_running_validation_error_of_each_class():
     assert [row[f"w_{c}"] for c in range(3)] == pytest.approx(expected, rel=1e-6)
     t.epoch_end(FixedPredictions(), 2)  # the same errors again: ē = 0.75·e
     assert t.weights.tolist() == pytest.approx(by_hand_normalised([1.0, 1 + 10 * 0.375, 1 + 10 * 0.75]), rel=1e-6)
-    assert t.diagnostics()["val_error"] == pytest.approx([0.0, 0.375, 0.75])
+    assert t.diagnostics()["class_error"] == pytest.approx([0.0, 0.375, 0.75])
 
 
-def test_adaptive_keeps_the_running_error_of_classes_absent_from_validation():
+def test_adaptive_keeps_the_running_error_of_classes_absent_from_the_signal():
     y = torch.tensor([0, 1])  # class 2 absent
-    val = Split(torch.tensor([[1.0], [1.0]]), y, y, y)  # class 0 wrong, class 1 right
-    t = make(val=val, weighting="adaptive", upweight=5.0, momentum=0.0, signal="error")
-    t.val_error = torch.tensor([0.0, 0.0, 0.4])
+    signal = Split(torch.tensor([[1.0], [1.0]]), y, y, y)  # class 0 wrong, class 1 right
+    t = make(train=signal, weighting="adaptive", upweight=5.0, momentum=0.0, signal="error", holdout=0.0)
+    t.class_error = torch.tensor([0.0, 0.0, 0.4])
     t.epoch_end(FixedPredictions(), 1)
-    assert t.val_error.tolist() == pytest.approx([1.0, 0.0, 0.4])
+    assert t.class_error.tolist() == pytest.approx([1.0, 0.0, 0.4])
     assert t.weights.tolist() == pytest.approx(by_hand_normalised([5.0, 1.0, 1 + 4 * 0.4]), rel=1e-6)
 
 
@@ -135,12 +139,100 @@ class FixedProbabilities(torch.nn.Module):
 def test_adaptive_soft_error_is_one_minus_the_mean_true_class_probability():
     y = torch.tensor([0, 0, 1, 2])
     probs = torch.tensor([[0.9, 0.05, 0.05], [0.7, 0.2, 0.1], [0.4, 0.5, 0.1], [0.1, 0.3, 0.6]])
-    val = Split(probs, y, y, y)
-    t = make(val=val, weighting="adaptive", upweight=3.0, momentum=0.0)  # soft_error is the default
+    signal = Split(probs, y, y, y)
+    t = make(train=signal, weighting="adaptive", upweight=3.0, momentum=0.0, holdout=0.0)  # soft_error: default
     t.epoch_end(FixedProbabilities(), 1)
     soft = [1 - (0.9 + 0.7) / 2, 1 - 0.5, 1 - 0.6]  # 0.2, 0.5, 0.4 — every prediction is right
-    assert t.val_error.tolist() == pytest.approx(soft, rel=1e-5)
+    assert t.class_error.tolist() == pytest.approx(soft, rel=1e-5)
     assert t.weights.tolist() == pytest.approx(by_hand_normalised([1 + 2 * e for e in soft]), rel=1e-5)
+
+
+def test_stratified_holdout_takes_a_share_of_every_class_and_leaves_each_one_a_training_example():
+    y = torch.tensor([0] * 100 + [1] * 10 + [2] * 3 + [3] * 2 + [4])
+    kept, held = stratified_holdout(y, 6, 0.2, seed=0)
+    assert torch.bincount(y[held], minlength=6).tolist() == [20, 2, 1, 1, 0, 0]  # ⌊0.2·n + ½⌋, ≥ 1 if n ≥ 2
+    assert torch.bincount(y[kept], minlength=6).tolist() == [80, 8, 2, 1, 1, 0]  # every class keeps ≥ 1
+    assert torch.equal(torch.cat([kept, held]).sort().values, torch.arange(len(y)))
+    again, other = stratified_holdout(y, 6, 0.2, seed=0), stratified_holdout(y, 6, 0.2, seed=1)
+    assert torch.equal(held, again[1]) and not torch.equal(held, other[1])
+
+
+def test_adaptive_trains_without_its_held_out_slice_and_measures_the_error_there():
+    y = torch.tensor([0] * 10 + [1] * 5 + [2] * 2)
+    split = Split(y[:, None].float(), y, y, y)
+    t = make(counts=[10, 5, 2], train=split, weighting="adaptive", holdout=0.2)
+    held = torch.tensor(sorted(set(range(len(y))) - set(t.train_index().tolist())))
+    assert torch.bincount(y[held], minlength=3).tolist() == [2, 1, 1]
+    assert torch.equal(t.signal.y, y[held]) and t.diagnostics()["signal_examples_per_class"] == [2, 1, 1]
+    assert make(counts=[10, 5, 2], train=split, weighting="class_balanced").train_index() is None
+
+
+def _adaptive_run(data, monkeypatch=None, guard=None):
+    cfg = load_study("cw_erm", "smoke", overrides={"train.epochs": 4}).run_config("adaptive", 0)
+    if guard is not None:
+        def guarded_validate(model, data, cfg):  # the loop's own validation may read the labels
+            guard.open = True
+            try:
+                return validate(model, data, cfg)
+            finally:
+                guard.open = False
+        validate = train.validate
+        monkeypatch.setattr(train, "validate", guarded_validate)
+    return train.fit(cfg, data, progress=False)
+
+
+class GuardedLabels:
+    """A validation split whose labels (y, y_true, group) raise unless ``open``."""
+
+    def __init__(self, split):
+        self._split, self.open = split, False
+
+    def __len__(self):
+        return len(self._split)
+
+    def __getattr__(self, name):
+        if name in ("y", "y_true", "group") and not self.open:
+            raise AssertionError(f"validation {name} read during training")
+        return getattr(self._split, name)
+
+
+def test_adaptive_never_reads_the_validation_labels(monkeypatch):
+    """The adaptive weights come from the held-out slice of the training split: garbage validation
+    labels leave the weights and the trained model exactly as they are, and a validation split whose
+    labels raise outside the loop's own validation trains to the end."""
+    data = make_data(load_study("cw_erm", "smoke").data, 0)
+    real = _adaptive_run(data)
+    g = torch.Generator().manual_seed(1)
+    garbage = torch.randint(0, data.num_classes, (len(data.val),), generator=g)
+    noisy_val = dataclasses.replace(data.val, y=garbage, y_true=garbage, group=garbage)
+    other = _adaptive_run(dataclasses.replace(data, val=noisy_val))
+    assert [r["val_acc"] for r in real.history] != [r["val_acc"] for r in other.history]  # the labels did change
+    weights = [[r[f"w_{c}"] for c in range(10)] for r in real.history]
+    assert weights == [[r[f"w_{c}"] for c in range(10)] for r in other.history]
+    assert max(max(w) - min(w) for w in weights) > 0.2  # the weights did move
+    for a, b in zip(real.model.state_dict().values(), other.model.state_dict().values()):
+        assert torch.equal(a, b)
+    guard = GuardedLabels(data.val)
+    guarded = _adaptive_run(dataclasses.replace(data, val=guard), monkeypatch, guard)
+    assert [[r[f"w_{c}"] for c in range(10)] for r in guarded.history] == weights
+    assert real.trained_examples == len(data.train) - sum(real.diagnostics["signal_examples_per_class"])
+
+
+def test_adaptive_takes_no_gradient_step_on_its_held_out_slice(monkeypatch):
+    seen = []
+    batches = train.batches
+
+    def recording(*args, **kwargs):
+        for b in batches(*args, **kwargs):
+            seen.append(b.idx)
+            yield b
+
+    monkeypatch.setattr(train, "batches", recording)
+    data = make_data(load_study("cw_erm", "smoke").data, 0)
+    result = _adaptive_run(data)
+    kept = result.technique.train_index()
+    idx = torch.cat(seen)
+    assert bool(torch.isin(idx, kept).all()) and len(idx.unique()) == len(kept)
 
 
 def test_hyperparameters_are_validated():

@@ -104,3 +104,73 @@ def test_batches_carry_index_and_group_and_cover_the_split():
         assert torch.equal(b.x, d.train.x[b.idx]) and torch.equal(b.group, d.train.group[b.idx])
         seen.append(b.idx)
     assert torch.equal(torch.cat(seen).sort().values, torch.arange(len(d.train)))
+
+
+def test_under_label_noise_groups_are_the_given_labels():
+    """The groups a technique trains on come from what the learner is given: the noisy label on the
+    training and validation splits, never the clean class; the test split keeps the true class."""
+    for scenario in (LabelNoise(rate=0.4), LabelNoise(rate=0.4, noise="asymmetric")):
+        d = make_data(DataConfig(scenario=scenario), 0)
+        for split in (d.train, d.val):
+            assert torch.equal(split.group, split.y)
+            assert not torch.equal(split.group, split.y_true)  # ≈36% / ≈15% of them differ
+        assert torch.equal(d.test.group, d.test.y_true) and torch.equal(d.test.y, d.test.y_true)
+    clean = make_data(DataConfig(), 0)
+    assert torch.equal(clean.train.group, clean.train.y)
+
+
+def _shares(split, key, sampler, seed=0, epochs=20):
+    gen = torch.Generator().manual_seed(seed)
+    keys = torch.cat([getattr(b, key) for _ in range(epochs) for b in batches(split, 64, gen, sampler=sampler)])
+    return torch.bincount(keys).float() / len(keys)
+
+
+def test_group_balanced_sampler_draws_every_group_equally_often():
+    """Group DRO's --reweight_groups: with replacement, weight 1/n_g per example, so each of the 4
+    groups of the spurious training split is a quarter of the draws, where a plain shuffled pass
+    gives each minority group its 2–3% (≈20 of ≈900 images)."""
+    d = make_data(DataConfig(scenario=Spurious(correlation=0.95)), 0)
+    counts = torch.bincount(d.train.group, minlength=4)
+    assert counts[[1, 2]].max() < 0.035 * len(d.train)
+    uniform = _shares(d.train, "group", "uniform")
+    assert uniform[[1, 2]].max() < 0.035 and uniform[[0, 3]].min() > 0.45
+    balanced = _shares(d.train, "group", "group_balanced")  # 20 epochs ≈ 18 000 draws
+    assert torch.allclose(balanced, torch.full((4,), 0.25), atol=0.02), balanced
+    # the same number of batches (of the same sizes) per epoch as a plain pass
+    sizes = [len(b.y) for b in batches(d.train, 64, torch.Generator().manual_seed(0), sampler="group_balanced")]
+    assert sizes == [len(b.y) for b in batches(d.train, 64, torch.Generator().manual_seed(0))]
+    # drawn with replacement: a minority image comes back several times within an epoch
+    idx = torch.cat([b.idx for b in batches(d.train, 64, torch.Generator().manual_seed(0), sampler="group_balanced")])
+    assert len(idx.unique()) < len(idx)
+    for b in batches(d.train, 64, torch.Generator().manual_seed(0), sampler="group_balanced"):
+        assert torch.equal(b.x, d.train.x[b.idx]) and torch.equal(b.group, d.train.group[b.idx])
+
+
+def test_class_balanced_sampler_balances_the_given_labels():
+    d = make_data(DataConfig(scenario=Imbalance(ratio=20)), 0)
+    assert torch.allclose(_shares(d.train, "y", "class_balanced", epochs=60), torch.full((10,), 0.1), atol=0.02)
+
+
+def test_balanced_samplers_are_deterministic_given_the_seed():
+    d = make_data(DataConfig(scenario=Spurious()), 0)
+
+    def order(seed, sampler):
+        gen = torch.Generator().manual_seed(seed)
+        return torch.cat([b.idx for _ in range(2) for b in batches(d.train, 64, gen, sampler=sampler)])
+
+    for sampler in ("group_balanced", "class_balanced"):
+        assert torch.equal(order(3, sampler), order(3, sampler))
+        assert not torch.equal(order(3, sampler), order(4, sampler))
+
+
+def test_batches_draw_only_from_the_index_given():
+    d = make_data(DataConfig(scenario=Spurious()), 0)
+    index = torch.arange(0, len(d.train), 3)
+    for sampler in ("uniform", "group_balanced"):
+        idx = torch.cat([b.idx for b in batches(d.train, 64, torch.Generator().manual_seed(0), sampler=sampler,
+                                                index=index)])
+        assert len(idx) == len(index) and bool(torch.isin(idx, index).all())
+    plain = torch.cat([b.idx for b in batches(d.train, 64, torch.Generator().manual_seed(0), index=index)])
+    assert torch.equal(plain.sort().values, index)  # uniform: one pass over the index
+    with pytest.raises(ValueError, match="sampler"):
+        next(batches(d.train, 64, sampler="balanced"))

@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from studylib import Study, load_study
-from studylib.data import Batch
+from studylib import Study, load_study, train
+from studylib.config import ConfigError
+from studylib.data import Batch, make_data
 from studylib.techniques import RunContext, get_technique
 from studylib.techniques.cvar_dro import chi_square_weights, cvar_weights
 from studylib.techniques.group_dro import group_mean_losses
@@ -101,6 +102,41 @@ def test_group_dro_logs_q_per_epoch_and_reports_it():
     assert t.diagnostics()["q"] == pytest.approx(t.q.tolist())
 
 
+def test_group_dro_trains_on_group_balanced_batches_unless_the_arm_says_otherwise(monkeypatch):
+    """Every official Group DRO run samples group-balanced batches (--reweight_groups); the resolved
+    run config names the sampler, an arm can switch it, and the loop draws each group ≈ ¼ of the time
+    (the spurious digits split holds ≈2–3% of each minority group)."""
+    cfg = load_study("dro", "smoke", {"train.epochs": 2, "arms.group_dro_nb": {
+        "technique": "group_dro", "train": {"sampler": "uniform"}}})
+    assert cfg.train.sampler is None  # the study leaves it to each technique
+    samplers = {arm: cfg.run_config(arm, 0).train.sampler for arm in cfg.arms}
+    assert samplers["group_dro"] == samplers["group_dro_es"] == "group_balanced"
+    assert samplers["erm"] == samplers["cvar"] == samplers["group_dro_nb"] == "uniform"
+    assert cfg.run_config("group_dro", 0).hash() != cfg.run_config("group_dro_nb", 0).hash()
+    with pytest.raises(ConfigError, match="train.sampler"):
+        load_study("dro", "smoke", {"arms.erm.train.sampler": "balanced"})
+
+    drawn = []
+    batches = train.batches
+
+    def recording(*args, **kwargs):
+        for b in batches(*args, **kwargs):
+            drawn.append(b.group)
+            yield b
+
+    monkeypatch.setattr(train, "batches", recording)
+    data = make_data(cfg.data, 0)
+    shares = {}
+    for arm in ("group_dro", "group_dro_nb"):
+        drawn.clear()
+        result = train.fit(cfg.run_config(arm, 0), data, progress=False)
+        assert result.sampler == cfg.run_config(arm, 0).train.sampler
+        shares[arm] = torch.bincount(torch.cat(drawn), minlength=4).float() / len(torch.cat(drawn))
+        assert len(drawn) == 2 * -(-len(data.train) // 64)  # as many batches as plain epochs
+    assert torch.allclose(shares["group_dro"], torch.full((4,), 0.25), atol=0.05), shares
+    assert shares["group_dro_nb"][[1, 2]].max() < 0.04, shares
+
+
 def test_cvar_by_hand():
     v = torch.tensor([0.1, 0.5, 2.0, 0.3, 1.2])
     # α·m = 2.5: the top two losses with weight 1/2.5, half of the third (remainder 1 − 2/2.5 = 0.2)
@@ -155,13 +191,14 @@ def test_hyperparameters_are_validated():
 
 def test_group_dro_with_early_stopping_or_strong_l2_beats_erm_on_the_worst_group():
     """Sagawa et al. 2020: with early stopping or strong ℓ2 (calibrated to this scale), Group DRO
-    raises worst-group test accuracy above ERM's, and ERM given the same regularisation does not
-    catch up. Margins checked on seeds 0–4 (smallest per-seed gains: +0.17 early stopped, +0.045
-    with ℓ2)."""
+    (group-balanced batches, η = 0.5 chosen on validation) raises worst-group test accuracy, and ERM
+    given the same regularisation does not catch up. Margins checked on design seeds 0–4 (smallest
+    per-seed gains: early stopped +0.036 over ERM and +0.114 over early-stopped ERM; with ℓ2 +0.050
+    over ERM with ℓ2). Group DRO with ℓ2 over plain ERM gains +0.12 on average but −0.008 on seed 4,
+    so it is not asserted."""
     results = Study(load_study("dro", "smoke"), progress=False).run()
     wg = results.summary().worst_group_acc
-    assert wg["group_dro_es"] > wg["erm"] + 0.1, wg
+    assert wg["group_dro_es"] > wg["erm"] + 0.03, wg
     assert wg["group_dro_es"] > wg["erm_es"] + 0.1, wg
-    assert wg["group_dro_l2"] > wg["erm"] + 0.03, wg
     assert wg["group_dro_l2"] > wg["erm_l2"] + 0.03, wg
     assert not results.failed, results.failed

@@ -51,8 +51,8 @@ def group_accuracy_curves(results, arms=None):
 
 def q_weights(results, arms=None):
     """Group DRO's weights q_g at the end of each epoch (one panel per Group DRO arm): mass moves to
-    the groups with the highest loss; with strong ℓ2 the training loss of the minority groups stays
-    high, so q keeps them weighted."""
+    the groups with the highest training loss. With group-balanced batches the minority groups' few
+    images are drawn over and over and memorised first, so that is not always a minority group."""
     hist = results.history()
     if arms is None:
         arms = [r.config.arm for r in results.runs if r.config.technique == "group_dro"]

@@ -15,6 +15,14 @@ Hooks (all optional; the default is ERM):
                                          ECE, DEQ solver statistics), merged into the metrics
 * ``model_overrides(hp) -> dict``        (classmethod) model-config values the technique sets, e.g.
                                          the dropout rate; applied when the run config is resolved
+* ``train_index() -> Tensor | None``     the training examples the loop may take gradient steps on
+                                         (None: all); e.g. a slice the technique holds out to measure
+                                         its own signal on (CW-ERM's adaptive rule)
+
+The class attribute ``sampler`` is how the technique's training batches are drawn unless the run
+config says otherwise (``train.sampler``): ``uniform`` (a shuffled pass over the training split),
+``group_balanced`` or ``class_balanced`` (with replacement, each example weighted 1/n of its group
+or class; see :func:`studylib.data.batches`).
 
 Hyperparameters are declared as :class:`Param` — a default *and* a search range side by side, as in
 DomainBed — and validated by a pydantic model built from them (unknown names are refused).
@@ -107,6 +115,9 @@ class Technique:
     #: (the synthesis report's headline for the technique)
     home_scenario: ClassVar[str] = "clean"
     home_metric: ClassVar[str] = "clean_acc"
+    #: the batch sampler this technique trains with when ``train.sampler`` is None (its published
+    #: recipe): "uniform", "group_balanced" or "class_balanced"
+    sampler: ClassVar[str] = "uniform"
 
     def __init__(self, hp: BaseModel, ctx: "RunContext"):
         self.hp = hp
@@ -126,6 +137,9 @@ class Technique:
         return F.cross_entropy(model(batch.x), batch.y)
 
     def penalty(self, model: torch.nn.Module) -> torch.Tensor | None:
+        return None
+
+    def train_index(self) -> torch.Tensor | None:
         return None
 
     def epoch_end(self, model: torch.nn.Module, epoch: int) -> dict:
@@ -178,7 +192,7 @@ class RunContext:
     epochs: int
     device: torch.device
     class_counts: torch.Tensor  # training examples per class (given labels)
-    group_counts: torch.Tensor  # training examples per group
+    group_counts: torch.Tensor  # training examples per group (groups as given to the learner)
     train: Any = None  # the training split (studylib.data.Split), for techniques that probe it
     val: Any = None
     config: Any = None  # the run's RunConfig (e.g. eval.main_eps for a technique's own probes)

@@ -1,6 +1,7 @@
 """Class-weighted ERM for long-tailed classes: static re-weighting (inverse, √inverse, effective
 number), deferred re-weighting (DRW) and an adaptive rule that upweights the classes the model gets
-wrong on validation."""
+wrong on a slice of the training split held out from its gradient steps (never the validation
+split)."""
 
 from __future__ import annotations
 
@@ -62,23 +63,35 @@ class ClassWeightedERM(Technique):
     * ``drw``: deferred re-weighting (Cao et al., NeurIPS 2019, kaidic/LDAM-DRW): uniform weights,
       then class-balanced (β = 0.9999) after the first ⌊``drw_fraction``·epochs⌉ epochs (official: 160
       of 200 epochs, fraction 0.8). The LDAM margin of that paper is not part of this technique.
-    * ``adaptive``: at the end of every epoch the per-class error e_c of the current model on the
-      validation split (``signal``: the 0/1 error rate, or by default the soft error 1 − mean p(y|x)
-      over the class's validation examples) updates a running error ē_c ← m·ē_c + (1−m)·e_c
-      (ē = 0 at the start), and w_c ∝ 1 + (λ_up − 1)·ē_c: the classes the model "has a hard time
-      with" gain weight. This is JTT's error-set upweighting (Liu et al., ICML 2021: examples the
-      model gets wrong weigh λ_up, the others 1) at the level of classes, measured on held-out data,
-      since training examples of rare classes are soon memorised and leave no error set. In the
-      literature "CW-ERM" also names Closed-loop Weighted ERM (Kumar et al. 2022), which likewise
-      upweights failure cases. Classes absent from validation keep ē_c. With a handful of validation
-      examples in the tail, e_c is coarse (0 or 1 for a class with one example): the soft error
-      grades it, the momentum m smooths it.
+    * ``adaptive``: a fixed stratified share ``holdout`` of the *training* split (per class of the
+      given label: ⌊holdout·n_c + ½⌋ examples, at least one for a class of ≥ 2 and never all of
+      them; drawn once by the run's seed, :func:`stratified_holdout`) is held out from gradient
+      steps — the loop draws batches from the rest (``train_index``). At the end of every epoch the
+      per-class error e_c of the current model on that held-out slice (``signal``: the 0/1 error
+      rate, or by default the soft error 1 − mean p(y|x) over the class's held-out examples) updates
+      a running error ē_c ← m·ē_c + (1−m)·e_c (ē = 0 at the start), and w_c ∝ 1 + (λ_up − 1)·ē_c:
+      the classes the model "has a hard time with" gain weight. This is JTT's error-set upweighting
+      (Liu et al., ICML 2021: examples the model gets wrong weigh λ_up, the others 1) at the level
+      of classes. In the literature "CW-ERM" also names Closed-loop Weighted ERM (Kumar et al.
+      2022), which likewise upweights failure cases.
+
+      *Why a held-out slice of the training split.* The validation split is the loop's, for model
+      selection: a technique that trained on its labels would then compete in a selection made on
+      the same labels. The training examples themselves are a weak signal: a network memorises the
+      few examples of a rare class within a few epochs, after which their error is ≈0 and the
+      weights fall back towards uniform (JTT gets a training error set only from an early-stopped
+      first model). Held-out examples keep an honest error for as long as the model generalises
+      badly to a class. The price is ``holdout`` of the training examples (1 of 2 for the rarest
+      class at ratio 50), counted against this arm. ``holdout = 0`` measures e_c on the training
+      examples themselves (every example trains), the weak signal, kept for comparison. Classes
+      without a held-out example keep ē_c. With a handful of held-out examples in the tail, e_c is
+      coarse (0 or 1 for a class with one example): the soft error grades it, the momentum m
+      smooths it. The rule never reads the validation split.
     * ``uniform``: plain ERM through this technique (a control).
 
     Weights are computed from ``ctx.class_counts`` (the training labels as given). The weights at the
-    end of each epoch are in the history (``w_0``…), the final ones in the diagnostics. The adaptive
-    rule trains on a signal from the validation split, so that split is no longer untouched for
-    the adaptive arm: select its epoch with a rule that does not reuse it (e.g. ``last``).
+    end of each epoch are in the history (``w_0``…), the final ones in the diagnostics (with the
+    adaptive rule's running error ``class_error`` and its held-out examples per class).
 
     Example::
 
@@ -98,12 +111,15 @@ class ClassWeightedERM(Technique):
                       ge=0, lt=1),
         "drw_fraction": Param(0.8, "share of the epochs trained with uniform weights before DRW switches",
                               low=0.3, high=0.9, ge=0, lt=1),
-        "upweight": Param(20.0, "λ_up of the adaptive rule: weight of a class wrong on every validation example",
+        "upweight": Param(20.0, "λ_up of the adaptive rule: weight of a class wrong on every held-out example",
                           low=2.0, high=100.0, log=True, ge=1),
         "signal": Param("soft_error", "adaptive rule's per-class error: 0/1 error, or 1 − mean probability of "
                         "the true class (graded, so a class right by a hair still counts)",
                         choices=("error", "soft_error")),
-        "momentum": Param(0.5, "m of the adaptive rule's running validation error", low=0.0, high=0.9, ge=0, lt=1),
+        "momentum": Param(0.5, "m of the adaptive rule's running held-out error", low=0.0, high=0.9, ge=0, lt=1),
+        "holdout": Param(0.2, "adaptive rule: share of each class's training examples held out from gradient "
+                         "steps to measure its error on (0: the training examples themselves)",
+                         low=0.1, high=0.3, ge=0, lt=1),
     }
 
     def __init__(self, hp, ctx):
@@ -123,7 +139,15 @@ class ClassWeightedERM(Technique):
             w = self.uniform
         self.weights = w.to(ctx.device)
         self.switch_epoch = drw_switch_epoch(ctx.epochs, hp.drw_fraction) if rule == "drw" else None
-        self.val_error = torch.zeros(C, device=ctx.device)  # ē_c of the adaptive rule
+        self.class_error = torch.zeros(C, device=ctx.device)  # ē_c of the adaptive rule
+        # the adaptive rule's signal: a held-out slice of the training split (or the split itself)
+        self._trained, self.signal = None, None
+        if rule == "adaptive" and ctx.train is not None:
+            self.signal = ctx.train
+            if hp.holdout > 0:
+                seed = ctx.config.seed if ctx.config is not None else 0
+                self._trained, held_out = stratified_holdout(ctx.train.y, C, hp.holdout, seed)
+                self.signal = ctx.train.subset(held_out.to(ctx.train.y.device))
 
     def epoch_start(self, epoch):
         super().epoch_start(epoch)
@@ -134,17 +158,21 @@ class ClassWeightedERM(Technique):
     def loss(self, model, batch):
         return F.cross_entropy(model(batch.x), batch.y, weight=self.weights)
 
+    def train_index(self):
+        """The adaptive rule trains on the training split less its held-out slice."""
+        return self._trained
+
     @torch.no_grad()
     def update_adaptive(self, errors: torch.Tensor, present: torch.Tensor) -> None:
-        """One adaptive step from per-class validation errors (classes not ``present`` keep ē_c)."""
+        """One adaptive step from per-class held-out errors (classes not ``present`` keep ē_c)."""
         m = self.hp.momentum
-        errors, present = errors.to(self.val_error), present.to(self.val_error.device)
-        self.val_error = torch.where(present, m * self.val_error + (1 - m) * errors, self.val_error)
-        self.weights = normalise(1.0 + (self.hp.upweight - 1.0) * self.val_error)
+        errors, present = errors.to(self.class_error), present.to(self.class_error.device)
+        self.class_error = torch.where(present, m * self.class_error + (1 - m) * errors, self.class_error)
+        self.weights = normalise(1.0 + (self.hp.upweight - 1.0) * self.class_error)
 
     def epoch_end(self, model, epoch):
-        if self.hp.weighting == "adaptive" and self.ctx.val is not None:
-            errors, present = class_errors(model, self.ctx.val, self.ctx.num_classes,
+        if self.signal is not None:
+            errors, present = class_errors(model, self.signal, self.ctx.num_classes,
                                            soft=self.hp.signal == "soft_error")
             self.update_adaptive(errors, present)
         return {f"w_{c}": float(w) for c, w in enumerate(self.weights.tolist())}
@@ -154,8 +182,31 @@ class ClassWeightedERM(Technique):
         if self.switch_epoch is not None:
             out["drw_switch_epoch"] = self.switch_epoch
         if self.hp.weighting == "adaptive":
-            out["val_error"] = [float(e) for e in self.val_error.tolist()]
+            out["class_error"] = [float(e) for e in self.class_error.tolist()]
+            if self.signal is not None:
+                out["signal_examples_per_class"] = torch.bincount(
+                    self.signal.y, minlength=self.ctx.num_classes).tolist()
         return out
+
+
+def stratified_holdout(y: torch.Tensor, num_classes: int, fraction: float,
+                       seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, held_out) positions (sorted, CPU) of a stratified split of labels ``y``: per class
+    ⌊fraction·n_c + ½⌋ examples held out, at least one when n_c ≥ 2 and at most n_c − 1 (every
+    class keeps a training example); drawn by a generator of its own seeded with ``seed`` (the
+    global RNG is untouched)."""
+    y = y.cpu()
+    gen = torch.Generator().manual_seed(seed)
+    held = []
+    for c in range(num_classes):
+        idx = torch.nonzero(y == c).flatten()
+        n = len(idx)
+        k = min(n - 1, max(1, int(fraction * n + 0.5))) if n >= 2 else 0
+        held.append(idx[torch.randperm(n, generator=gen)[:k]])
+    held_out = torch.cat(held).sort().values
+    mask = torch.ones(len(y), dtype=torch.bool)
+    mask[held_out] = False
+    return torch.nonzero(mask).flatten(), held_out
 
 
 @torch.no_grad()

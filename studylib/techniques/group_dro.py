@@ -34,11 +34,20 @@ class GroupDRO(Technique):
     defaults: η = 0.01 (``--robust_step_size``), C = 0 unless tuned (the paper's C ∈ {0,…,5});
     the paper's finding is that Group DRO beats ERM on the worst group only with strong ℓ2
     regularisation (Waterbirds λ = 1, CelebA 0.1) or early stopping — both are the training loop's
-    (``train.weight_decay``, ``train.select: val_worst_group_acc``), not this technique's.
+    (``train.weight_decay``, ``train.select: val_worst_group_acc``), not this technique's. η is a
+    per-step rate: 0.01 is set for ≈10⁴ steps; over the ≈450 steps of the kit's DRO study q stays
+    near uniform at 0.01, and that study uses η = 0.5, chosen on validation (``params/dro.yaml``).
+
+    Batches are drawn group-balanced by default (``sampler = "group_balanced"``), as in every
+    official run (``--reweight_groups``: with replacement, each example weighted 1/n_g, as many
+    batches per epoch as a plain epoch), so each group is equally likely per draw and its ℓ_g is
+    estimated from ≈ batch/G examples rather than from the one or two a uniform batch holds of a
+    2% group; ``train.sampler: uniform`` switches it off for an arm.
 
     q after every epoch and its mean over the epoch's batches are in the history (``q_0``…,
-    ``q_mean_0``…); the final q is in the diagnostics. Needs ``batch.group`` (in the spurious
-    scenario: 2·label group + attribute).
+    ``q_mean_0``…); the final q is in the diagnostics. Needs ``batch.group``: in the spurious
+    scenario 2·label group + attribute; in the others the label *as given* (noisy under label
+    noise — the groups come from what the learner sees, never from clean labels).
 
     Example::
 
@@ -48,6 +57,7 @@ class GroupDRO(Technique):
     name = "group_dro"
     home_scenario = "spurious"
     home_metric = "worst_group_acc"
+    sampler = "group_balanced"
     summary = "Group DRO: exponentiated-gradient weights q on group losses (Sagawa et al. 2020)"
     params = {
         "eta": Param(0.01, "step size η of the q update (0: q stays uniform — group-balanced reweighting)",

@@ -101,7 +101,9 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert len(aggregate.load_runs(out)) == 2  # the finished point's runs are all there
     # the report lists the failure beside the finished results
     html = build_report(out, progress=False)
-    assert html.exists() and "Headlines" in html.read_text()
+    text = html.read_text()
+    assert "Summary: the answers first" in text and "NO REPORT SEEDS" in text  # design seeds: said, not hidden
+    assert (out / "report" / "claims.csv").exists() and (out / "report" / "summary.md").exists()
     listed = (out / "report" / "failures.csv").read_text()
     assert "TrainingDiverged" in listed and listed.count("matrix") >= 3
     assert (out / "report" / "matrix.png").exists() and (out / "report" / "versus_erm.csv").exists()

@@ -83,21 +83,29 @@ def _set_data_root(args) -> None:
         os.environ["STUDYLIB_DATA_ROOT"] = str(Path(args.data_root).resolve())
 
 
+def _point_line(status: dict) -> str:
+    """One line per finished point of a sweep: what, how it ended, how long."""
+    if status["status"] != "done":
+        return f"  failed      {status['point']}: {status['reason']} (after {status['seconds']:.1f} s)"
+    if status.get("executed") is False:
+        return f"  done        {status['point']} (already done: nothing recomputed)"
+    return f"  done        {status['point']} in {status['seconds']:.1f} s"
+
+
 def cmd_sweep(args) -> int:
+    from tqdm.auto import tqdm
+
     from .sweep import run_sweep
 
     t0 = time.perf_counter()
     _set_data_root(args)
     try:
-        statuses = run_sweep(args.sweep, args.outputs, args.workers, args.scheduler, progress=not args.quiet)
+        statuses = run_sweep(args.sweep, args.outputs, args.workers, args.scheduler, progress=not args.quiet,
+                             on_result=lambda s: tqdm.write(_point_line(s)))  # printed above the bar
     except (ConfigError, DataError) as e:
         return _err(str(e))
     failed = [s for s in statuses if s["status"] != "done"]
-    for s in sorted(statuses, key=lambda s: s["point"]):
-        print(f"  {s['seconds']:7.1f} s  {s['status']:6s}  {s['point']}")
     print(f"sweep: {len(statuses) - len(failed)} done, {len(failed)} failed in {time.perf_counter() - t0:.1f} s")
-    for s in failed:
-        print(f"  failed: {s['point']}: {s['reason']}")
     return 1 if failed else 0
 
 

@@ -7,11 +7,17 @@ notebook into the report.
 The layer under the command (``cli.py``) and the sweeps (:mod:`studylib.sweep`): problems
 are exceptions — :class:`~studylib.config.ConfigError` and :class:`~studylib.datasets.DataError`
 before any work, :class:`NotebookFailed` when a cell raised — which the command prints in one line
-and a sweep records.
+and a sweep records. Kernels talk to this process over IPC (Unix sockets in a private temporary
+directory) rather than TCP on localhost: no port is opened, and ipykernel does not warn about
+unencrypted TCP on every start.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +26,7 @@ from . import paths
 from .config import ConfigError, load_study
 from .records import atomic_write_bytes, atomic_write_json, read_json
 
-__all__ = ["NotebookFailed", "StudyExecution", "build_report", "execute_study"]
+__all__ = ["NotebookFailed", "StudyExecution", "build_report", "execute_study", "kernel_options"]
 
 
 class NotebookFailed(RuntimeError):
@@ -48,15 +54,34 @@ class StudyExecution:
     seconds: float       # the notebook's execution time (this call's, or the recorded one)
 
 
+@contextlib.contextmanager
+def kernel_options():
+    """Keyword arguments for ``papermill.execute_notebook`` that start the kernel on IPC transport,
+    its sockets in a fresh private directory removed afterwards (a unique path per execution, so
+    concurrent kernels never pick the same socket). Elsewhere than on POSIX: TCP, as by default."""
+    if os.name != "posix":
+        yield {}
+        return
+    from traitlets.config import Config
+
+    sockets = tempfile.mkdtemp(prefix="studylib-kernel-")  # mode 0700: only this user can connect
+    try:
+        yield {"config": Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "ipc")}})}
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
 def _execute(notebook: Path, executed: Path, parameters: dict, progress: bool, label: str) -> None:
-    """papermill ``notebook`` → ``executed``; a cell's exception becomes :class:`NotebookFailed`."""
+    """papermill ``notebook`` → ``executed``, with the kit's kernel options; a cell's exception
+    becomes :class:`NotebookFailed`."""
     import papermill as pm
 
-    try:
-        pm.execute_notebook(str(notebook), str(executed), parameters=parameters, kernel_name="python3",
-                            progress_bar=progress, cwd=str(paths.notebooks_dir()))
-    except pm.PapermillExecutionError as e:
-        raise NotebookFailed(label, e.exec_count, e.ename, e.evalue, executed) from None
+    with kernel_options() as options:
+        try:
+            pm.execute_notebook(str(notebook), str(executed), parameters=parameters, kernel_name="python3",
+                                progress_bar=progress, cwd=str(paths.notebooks_dir()), **options)
+        except pm.PapermillExecutionError as e:
+            raise NotebookFailed(label, e.exec_count, e.ename, e.evalue, executed) from None
 
 
 def execute_study(study: str, profile: str | None = None, overrides: dict | None = None,

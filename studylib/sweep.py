@@ -31,6 +31,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from tqdm.auto import tqdm
 
@@ -187,9 +188,10 @@ def default_workers(n_points: int) -> int:
 
 
 def run_sweep(path, outputs=None, workers: int | None = None, scheduler: str | None = None,
-              progress: bool = True) -> list[dict]:
+              progress: bool = True, on_result: Callable[[dict], None] | None = None) -> list[dict]:
     """Validate every point, then execute them all; returns one status per point (also written to
-    ``outputs/sweeps/<name>/status.json``)."""
+    ``outputs/sweeps/<name>/status.json``). ``progress``: one bar for the sweep; ``on_result`` is
+    called with each point's status as it finishes (the command prints a line)."""
     name, spec, points = load_sweep(path)
     outputs = str(paths.outputs_dir(outputs))
     workers = workers or spec.get("workers") or default_workers(len(points))
@@ -201,7 +203,8 @@ def run_sweep(path, outputs=None, workers: int | None = None, scheduler: str | N
     def collect(result):
         statuses.append(result)
         bar.update(1)
-        bar.set_postfix_str(f"{result['status']}: {result['point']}"[:60])
+        if on_result is not None:
+            on_result(result)
         atomic_write_json(status_path, {"sweep": name, "points": len(points), "results": statuses})
 
     if scheduler:

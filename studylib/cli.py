@@ -11,7 +11,7 @@ imports this module; problems arrive as exceptions and leave as one ``studylib: 
 ``run`` validates the config first (a bad key, type or value stops it with one line naming the
 field, exit 2, before anything trains), then executes ``notebooks/<study>.ipynb`` with papermill
 into the study's record (:mod:`studylib.execute`); a study whose record is done is not executed
-again.
+again. ``check`` and ``list`` import neither torch nor papermill: they answer at once.
 """
 
 from __future__ import annotations

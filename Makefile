@@ -24,18 +24,20 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## the main job: every study's quick profile on the embedded digits data, then the synthesis report
-## (finished runs are never recomputed: a second make study only rebuilds the report)
+## (finished runs are never recomputed: a second make study only rebuilds the report). It prints a
+## progress bar for the sweep, a line per finished study with its time, and the report's path.
 study: $(STAMP)
 	$(BIN)/studylib sweep $(PROFILE)
-	$(BIN)/studylib report --profile $(PROFILE)
+	$(BIN)/studylib report --profile $(PROFILE) --quiet
 
 ## the whole test suite, notebooks under nbval included (smoke profile, outputs in a temp dir)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-## JupyterLab on the notebooks, with the kit's environment as the python3 kernel
+## JupyterLab on the notebooks, with the kit's environment as the python3 kernel (--allow-root when
+## run as root, as in most containers: JupyterLab refuses root otherwise)
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 ## speed ratios against hand-written PyTorch loops (prints them; no timed tests): the digits loop,
 ## then the CIFAR-10-shaped fast path (PreActResNet-18 in bf16 on a GPU; a narrow ResNet-9 on CPU)

@@ -1,4 +1,5 @@
-"""The ``studylib`` command.
+"""The ``studylib`` command: parses arguments, calls the library, prints. Nothing in ``studylib``
+imports this module; problems arrive as exceptions and leave as one ``studylib: error:`` line.
 
     studylib run <study> [--profile P] [-p key value]... [-f params.yaml] [--outputs DIR] [--force]
     studylib check <params.yaml | study> [--profile P]
@@ -9,7 +10,8 @@
 
 ``run`` validates the config first (a bad key, type or value stops it with one line naming the
 field, exit 2, before anything trains), then executes ``notebooks/<study>.ipynb`` with papermill
-into the study's record; a study whose record is done is not executed again.
+into the study's record (:mod:`studylib.execute`); a study whose record is done is not executed
+again. ``check`` and ``list`` import neither torch nor papermill: they answer at once.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import paths
+from . import datasets
 from .config import PROFILES, SCENARIOS, ConfigError, DATASETS, check_params_file, load_study, study_names
-from .datasets import DataError, add_data_parser
-from .records import RecordError, atomic_write_bytes, atomic_write_json, read_json
+from .datasets import DataError
+from .records import RecordError, read_json
 
 
 def _err(msg: str, code: int = 2) -> int:
@@ -34,94 +36,40 @@ def _overrides(pairs) -> dict:
     return {k: v for k, v in (pairs or [])}
 
 
-def execute_study(study: str, profile: str | None = None, overrides: dict | None = None,
-                  params_file: str | None = None, outputs=None, force: bool = False,
-                  progress: bool = True) -> Path:
-    """Validate, then execute the study notebook with papermill into its record. Returns the
-    study's record directory. Raises :class:`ConfigError` before any work on a bad config."""
-    import papermill as pm
-
-    from .data import check_available
-
-    cfg = load_study(study, profile, overrides, params_file)  # fails fast, naming the field
-    check_available(cfg.data, read=False)  # a missing dataset file: one line, before any work
-    outputs = paths.outputs_dir(outputs)
-    record = outputs / "studies" / cfg.study / cfg.hash()
-    if (record / "done").exists() and not force:
-        return record
-    notebook = paths.notebooks_dir() / f"{study}.ipynb"
-    if not notebook.exists():
-        raise ConfigError(f"study: no notebook {notebook}")
-    record.mkdir(parents=True, exist_ok=True)
-    (record / "done").unlink(missing_ok=True)
-    parameters = {"profile": cfg.profile, "overrides": dict(overrides or {}),
-                  "params_file": str(Path(params_file).resolve()) if params_file else None,
-                  "outputs": str(outputs)}
-    t0 = time.perf_counter()
-    pm.execute_notebook(str(notebook), str(record / "notebook.ipynb"), parameters=parameters,
-                        kernel_name="python3", progress_bar=progress, cwd=str(paths.notebooks_dir()))
-    atomic_write_json(record / "done", {"seconds": time.perf_counter() - t0, "parameters": parameters})
-    return record
-
-
 def cmd_run(args) -> int:
-    import papermill as pm
+    from .execute import NotebookFailed, execute_study
 
     t0 = time.perf_counter()
     _set_data_root(args)
     try:
-        record = execute_study(args.study, args.profile, _overrides(args.param), args.file, args.outputs,
-                               args.force, progress=not args.quiet)
+        done = execute_study(args.study, args.profile, _overrides(args.param), args.file, args.outputs,
+                             args.force, progress=not args.quiet)
     except (ConfigError, DataError) as e:
         return _err(str(e))
-    except pm.PapermillExecutionError as e:
-        first_line = str(e.evalue).strip().splitlines()[0] if str(e.evalue).strip() else ""
-        return _err(f"the notebook failed in cell {e.exec_count}: {e.ename}: {first_line} "
-                    f"(finished runs and the executed copy are kept in the study record)", 1)
-    done = read_json(record / "done")
-    print(f"study record: {record}")
-    print(f"executed notebook: {record / 'notebook.ipynb'}")
-    print(f"notebook took {done.get('seconds', 0):.1f} s; this command {time.perf_counter() - t0:.1f} s"
-          + (" (already done: nothing recomputed)" if time.perf_counter() - t0 < 5 and not args.force else ""))
+    except NotebookFailed as e:
+        return _err(f"{e} (finished runs and the executed copy are kept in the study record)", 1)
+    print(f"study record: {done.record}")
+    print(f"executed notebook: {done.record / 'notebook.ipynb'}")
+    if done.executed:
+        print(f"notebook took {done.seconds:.1f} s; this command {time.perf_counter() - t0:.1f} s")
+    else:
+        print(f"already done: nothing recomputed (the notebook took {done.seconds:.1f} s when it ran)")
     try:
-        runs = read_json(record / "runs.json")
+        runs = read_json(done.record / "runs.json")
         print(f"run records ({len(runs)}): {Path(runs[0]['record']).parent}/<hash>")
     except RecordError:
         pass
     return 0
 
 
-def build_report(outputs=None, progress: bool = True, profile: str | None = None) -> Path:
-    """Execute the synthesis notebook over every run record and export it to HTML. Returns the
-    HTML path. Reads records only: nothing is retrained."""
-    import nbformat
-    import papermill as pm
-    from nbconvert import HTMLExporter
-
-    outputs = paths.outputs_dir(outputs)
-    report_dir = outputs / "report"
-    report_dir.mkdir(parents=True, exist_ok=True)
-    executed = report_dir / "synthesis.ipynb"
-    pm.execute_notebook(str(paths.notebooks_dir() / "synthesis.ipynb"), str(executed),
-                        parameters={"outputs": str(outputs), "report_dir": str(report_dir), "profile": profile},
-                        kernel_name="python3", progress_bar=progress, cwd=str(paths.notebooks_dir()))
-    exporter = HTMLExporter()
-    exporter.exclude_input = True  # a report for readers: the code is in the executed notebook
-    body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
-    html = report_dir / "synthesis.html"
-    atomic_write_bytes(html, body.encode())
-    return html
-
-
 def cmd_report(args) -> int:
-    import papermill as pm
+    from .execute import NotebookFailed, build_report
 
     t0 = time.perf_counter()
     try:
         html = build_report(args.outputs, progress=not args.quiet, profile=args.profile)
-    except pm.PapermillExecutionError as e:
-        first_line = str(e.evalue).strip().splitlines()[0] if str(e.evalue).strip() else ""
-        return _err(f"the synthesis notebook failed in cell {e.exec_count}: {e.ename}: {first_line}", 1)
+    except NotebookFailed as e:
+        return _err(str(e), 1)
     print(f"report: {html} ({time.perf_counter() - t0:.1f} s)")
     return 0
 
@@ -135,21 +83,29 @@ def _set_data_root(args) -> None:
         os.environ["STUDYLIB_DATA_ROOT"] = str(Path(args.data_root).resolve())
 
 
+def _point_line(status: dict) -> str:
+    """One line per finished point of a sweep: what, how it ended, how long."""
+    if status["status"] != "done":
+        return f"  failed      {status['point']}: {status['reason']} (after {status['seconds']:.1f} s)"
+    if status.get("executed") is False:
+        return f"  done        {status['point']} (already done: nothing recomputed)"
+    return f"  done        {status['point']} in {status['seconds']:.1f} s"
+
+
 def cmd_sweep(args) -> int:
+    from tqdm.auto import tqdm
+
     from .sweep import run_sweep
 
     t0 = time.perf_counter()
     _set_data_root(args)
     try:
-        statuses = run_sweep(args.sweep, args.outputs, args.workers, args.scheduler, progress=not args.quiet)
+        statuses = run_sweep(args.sweep, args.outputs, args.workers, args.scheduler, progress=not args.quiet,
+                             on_result=lambda s: tqdm.write(_point_line(s)))  # printed above the bar
     except (ConfigError, DataError) as e:
         return _err(str(e))
     failed = [s for s in statuses if s["status"] != "done"]
-    for s in sorted(statuses, key=lambda s: s["point"]):
-        print(f"  {s['seconds']:7.1f} s  {s['status']:6s}  {s['point']}")
     print(f"sweep: {len(statuses) - len(failed)} done, {len(failed)} failed in {time.perf_counter() - t0:.1f} s")
-    for s in failed:
-        print(f"  failed: {s['point']}: {s['reason']}")
     return 1 if failed else 0
 
 
@@ -173,8 +129,6 @@ def cmd_list(args) -> int:
 
     print("studies:   " + ", ".join(study_names()))
     print("profiles:  " + ", ".join(PROFILES))
-    from . import datasets
-
     standard = [f"{n} ({datasets.status(n)} under {datasets.data_root()})" for n in datasets.STANDARD]
     print("datasets:  " + ", ".join(d for d in DATASETS if d not in datasets.STANDARD) + " (embedded); "
           + ", ".join(standard))
@@ -186,6 +140,64 @@ def cmd_list(args) -> int:
         for key, p in cls.params.items():
             print(f"      {key}: {p.describe()}")
     return 0
+
+
+_ROOT_HELP = "data root (default: $STUDYLIB_DATA_ROOT or <project>/data)"
+
+
+def _describe(split: str, x, y, classes) -> str:
+    import numpy as np
+
+    counts = np.bincount(y, minlength=len(classes)) if len(y) else np.zeros(len(classes), int)
+    per_class = " ".join(f"{i}:{c}" for i, c in enumerate(counts))
+    return f"  {split:5s} x {tuple(x.shape)} {x.dtype}, y {tuple(y.shape)} {y.dtype}; per class {per_class}"
+
+
+def cmd_data(args) -> int:
+    """``studylib data download|check|list``: 0 on success; one ``studylib: error:`` line and 2 on a
+    DataError."""
+    try:
+        if args.data_command == "download":
+            from .download import download
+
+            t0 = time.perf_counter()
+            d = download(args.name, args.root, args.mirror, progress=not args.quiet, timeout=args.timeout)
+            print(f"{args.name}: ready in {d} ({time.perf_counter() - t0:.1f} s)")
+        elif args.data_command == "check":
+            spec = datasets.STANDARD[args.name]
+            root = datasets.data_root(args.root)
+            x_train, y_train, x_test, y_test = datasets.load(args.name, root)
+            print(f"ok: {spec.name} in {root / spec.directory}: {len(x_train)} train, {len(x_test)} test "
+                  f"images of shape {tuple(x_train.shape[1:])}, {len(spec.classes)} classes")
+            print(_describe("train", x_train, y_train, spec.classes))
+            print(_describe("test", x_test, y_test, spec.classes))
+        else:  # list
+            root = datasets.data_root(args.root)
+            print(f"data root: {root}")
+            for name, spec in datasets.STANDARD.items():
+                print(f"  {name:14s} {spec.directory + '/':16s} {datasets.status(name, root)}")
+                print(f"  {'':14s} {spec.how}")
+    except DataError as e:
+        return _err(str(e))
+    return 0
+
+
+def _add_data_parser(sub) -> None:
+    data = sub.add_parser("data", help="standard datasets (MNIST, Fashion-MNIST, CIFAR-10): "
+                                       "download with checksums, check, list")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    dl = dsub.add_parser("download", help="fetch a dataset, verifying MD5s (files already verified are kept)")
+    dl.add_argument("name", choices=list(datasets.STANDARD))
+    dl.add_argument("--root", help=_ROOT_HELP)
+    dl.add_argument("--mirror", help="a base URL replacing the canonical one (file names are appended)")
+    dl.add_argument("--timeout", type=float, default=60, help="seconds per network operation (default 60)")
+    dl.add_argument("--quiet", action="store_true", help="no progress lines")
+    ck = dsub.add_parser("check", help="load a dataset and print its shapes and class counts")
+    ck.add_argument("name", choices=list(datasets.STANDARD))
+    ck.add_argument("--root", help=_ROOT_HELP)
+    ls = dsub.add_parser("list", help="the standard datasets, their directories, and whether they are present")
+    ls.add_argument("--root", help=_ROOT_HELP)
+    data.set_defaults(func=cmd_data)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
     lst = sub.add_parser("list", help="studies, techniques with defaults and ranges, datasets, scenarios, profiles")
     lst.set_defaults(func=cmd_list)
-    add_data_parser(sub)
+    _add_data_parser(sub)
     return parser
 
 

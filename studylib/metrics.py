@@ -3,7 +3,10 @@ recall, group accuracies and expected calibration error."""
 
 from __future__ import annotations
 
-import torch
+from ._lazy import lazy_import
+
+# imported on first use: the techniques import this module, and `studylib list` needs no torch
+torch = lazy_import("torch")
 
 
 def accuracy_metrics(logits: torch.Tensor, y: torch.Tensor, group: torch.Tensor,

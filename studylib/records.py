@@ -26,9 +26,11 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-import torch
-
 from . import paths
+from ._lazy import lazy_import
+
+# imported on first use: `studylib check` and `studylib list` need no torch
+torch = lazy_import("torch")
 
 PACKAGES = ("torch", "numpy", "scikit-learn", "pandas", "pydantic", "papermill", "adversarial-robustness-toolbox",
             "torchdeq", "mnist1d", "studylib")

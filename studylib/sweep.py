@@ -15,9 +15,10 @@ A sweep file (``params/sweeps/<name>.yaml``)::
 
 Every point is a (study, profile, overrides) triple; all are validated before anything runs (a bad
 entry refuses the whole sweep, naming it). Points execute the study notebook with papermill on a
-local process pool (``workers``) or on a Dask cluster (``scheduler="tcp://host:port"``). Finished
-studies and runs are skipped (their ``done`` markers); a failing point is recorded in
-``outputs/sweeps/<name>/status.json`` with its reason and the sweep goes on.
+local process pool (``workers``) or on a Dask cluster (``scheduler="tcp://host:port"``), through
+:func:`studylib.execute.execute_study`. Finished studies and runs are skipped (their ``done``
+markers); a failing point is recorded in ``outputs/sweeps/<name>/status.json`` with its reason and
+the sweep goes on.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from tqdm.auto import tqdm
 
@@ -37,6 +39,7 @@ from . import paths
 from .config import PROFILES, ConfigError, _read_yaml, load_study
 from .data import check_available
 from .datasets import DataError
+from .execute import NotebookFailed, execute_study
 from .records import atomic_write_json
 from .techniques import get_technique
 
@@ -154,20 +157,20 @@ def load_sweep(path: str | os.PathLike) -> tuple[str, dict, list[Point]]:
 
 
 def run_point(point: Point, outputs: str, threads: int | None = None) -> dict:
-    """Execute one point (in a worker process). Never raises: returns a status dict."""
+    """Execute one point (in a worker process). Never raises: returns a status dict (``executed``:
+    False when the study record was already done)."""
     if threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the notebook's kernel
-    from .cli import execute_study
-
     t0 = time.perf_counter()
     try:
-        record = execute_study(point.study, point.profile, point.overrides_dict, outputs=outputs, progress=False)
-        return {"point": point.label(), "status": "done", "record": str(record), "seconds": time.perf_counter() - t0}
+        done = execute_study(point.study, point.profile, point.overrides_dict, outputs=outputs, progress=False)
+        return {"point": point.label(), "status": "done", "record": str(done.record), "executed": done.executed,
+                "seconds": time.perf_counter() - t0}
+    except NotebookFailed as e:  # the notebook's own exception: its cell and error
+        reason = e.reason
     except Exception as e:  # recorded; the sweep goes on
         reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-        if hasattr(e, "ename"):  # papermill: the notebook's own exception
-            reason = f"notebook cell {getattr(e, 'exec_count', '?')}: {e.ename}: {str(e.evalue).splitlines()[0] if e.evalue else ''}"
-        return {"point": point.label(), "status": "failed", "reason": reason, "seconds": time.perf_counter() - t0}
+    return {"point": point.label(), "status": "failed", "reason": reason, "seconds": time.perf_counter() - t0}
 
 
 def default_workers(n_points: int) -> int:
@@ -185,9 +188,10 @@ def default_workers(n_points: int) -> int:
 
 
 def run_sweep(path, outputs=None, workers: int | None = None, scheduler: str | None = None,
-              progress: bool = True) -> list[dict]:
+              progress: bool = True, on_result: Callable[[dict], None] | None = None) -> list[dict]:
     """Validate every point, then execute them all; returns one status per point (also written to
-    ``outputs/sweeps/<name>/status.json``)."""
+    ``outputs/sweeps/<name>/status.json``). ``progress``: one bar for the sweep; ``on_result`` is
+    called with each point's status as it finishes (the command prints a line)."""
     name, spec, points = load_sweep(path)
     outputs = str(paths.outputs_dir(outputs))
     workers = workers or spec.get("workers") or default_workers(len(points))
@@ -199,7 +203,8 @@ def run_sweep(path, outputs=None, workers: int | None = None, scheduler: str | N
     def collect(result):
         statuses.append(result)
         bar.update(1)
-        bar.set_postfix_str(f"{result['status']}: {result['point']}"[:60])
+        if on_result is not None:
+            on_result(result)
         atomic_write_json(status_path, {"sweep": name, "points": len(points), "results": statuses})
 
     if scheduler:

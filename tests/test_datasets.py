@@ -1,7 +1,7 @@
-"""studylib.datasets: the standard formats on disk, the checksum-verified downloader (against a local
-HTTP server on loopback), and the `studylib data` sub-commands. Tiny fixtures in the real formats."""
+"""studylib.datasets: the standard formats on disk; studylib.download: the checksum-verified downloader
+(against a local HTTP server on loopback); the `studylib data` sub-commands. Tiny fixtures in the real
+formats (studylib.fixtures)."""
 
-import argparse
 import functools
 import gzip
 import hashlib
@@ -13,12 +13,15 @@ import socket
 import struct
 import tarfile
 import threading
+import urllib.request
 
 import numpy as np
 import pytest
 
+from studylib import cli, paths
 from studylib import datasets as D
-from studylib import paths
+from studylib.download import download
+from studylib.fixtures import fixture_arrays, write_fixture
 
 NAMES = ["mnist", "fashion_mnist", "cifar10"]
 
@@ -41,7 +44,7 @@ def _assert_same(got, expected):
 @pytest.mark.parametrize("name,gz", [("mnist", True), ("mnist", False), ("fashion_mnist", True),
                                      ("fashion_mnist", False), ("cifar10", True)])
 def test_round_trip(tmp_path, name, gz):
-    md5s = D.write_fixture(name, tmp_path, n_train=40, n_test=20, seed=3, gzip=gz)
+    md5s = write_fixture(name, tmp_path, n_train=40, n_test=20, seed=3, gzip=gz)
     d = tmp_path / D.STANDARD[name].directory
     for filename, md5 in md5s.items():
         assert _md5(d / filename) == md5
@@ -50,15 +53,15 @@ def test_round_trip(tmp_path, name, gz):
     assert x_train.shape == (40, *shape) and x_test.shape == (20, *shape)
     assert x_train.dtype == np.uint8 and y_train.dtype == np.int64
     assert set(y_train.tolist()) == set(range(10)) == set(y_test.tolist())
-    _assert_same(got, D.fixture_arrays(name, 40, 20, seed=3))
+    _assert_same(got, fixture_arrays(name, 40, 20, seed=3))
     assert x_train.flags.writeable
 
 
 def test_fixtures_differ_between_datasets_and_seeds():
-    a, b = D.fixture_arrays("mnist"), D.fixture_arrays("fashion_mnist")
+    a, b = fixture_arrays("mnist"), fixture_arrays("fashion_mnist")
     assert not np.array_equal(a[0], b[0])
-    assert not np.array_equal(D.fixture_arrays("mnist", seed=1)[0], a[0])
-    _assert_same(D.fixture_arrays("mnist"), a)  # deterministic
+    assert not np.array_equal(fixture_arrays("mnist", seed=1)[0], a[0])
+    _assert_same(fixture_arrays("mnist"), a)  # deterministic
 
 
 def _idx(code: int, fmt: str, values: np.ndarray) -> bytes:
@@ -107,7 +110,7 @@ def test_cifar_channel_planes(tmp_path):
 def test_missing_file(tmp_path, name, remove):
     spec = D.STANDARD[name]
     if remove:
-        D.write_fixture(name, tmp_path)
+        write_fixture(name, tmp_path)
         (tmp_path / spec.directory / remove).unlink()
         if name == "cifar10":
             (tmp_path / spec.directory / "cifar-10-python.tar.gz").unlink()
@@ -122,7 +125,7 @@ def test_missing_file(tmp_path, name, remove):
 
 
 def test_cifar_archive_only_says_extract(tmp_path):
-    D.write_fixture("cifar10", tmp_path)
+    write_fixture("cifar10", tmp_path)
     (tmp_path / "cifar10" / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(D.DataError, match=r"data_batch_3: not found, but the archive .* is: extract it with "
                                           r"`studylib data download cifar10"):
@@ -144,7 +147,7 @@ def _cut(path):
     ("cifar10", "cifar-10-batches-py/test_batch", True, "truncated or corrupt"),
 ])
 def test_truncated_file(tmp_path, name, filename, gz, words):
-    D.write_fixture(name, tmp_path, gzip=gz)
+    write_fixture(name, tmp_path, gzip=gz)
     path = tmp_path / D.STANDARD[name].directory / filename
     _cut(path)
     with pytest.raises(D.DataError) as e:
@@ -155,7 +158,7 @@ def test_truncated_file(tmp_path, name, filename, gz, words):
 
 
 def test_corrupt_idx_files(tmp_path):
-    D.write_fixture("mnist", tmp_path, gzip=False)
+    write_fixture("mnist", tmp_path, gzip=False)
     d = tmp_path / "mnist"
     good = (d / "train-images-idx3-ubyte").read_bytes()
     (d / "train-images-idx3-ubyte").write_bytes(b"\x01\x02" + good[2:])  # bad magic
@@ -175,7 +178,7 @@ def test_corrupt_idx_files(tmp_path):
 
 
 def test_corrupt_cifar_batch(tmp_path):
-    D.write_fixture("cifar10", tmp_path)
+    write_fixture("cifar10", tmp_path)
     path = tmp_path / "cifar10" / "cifar-10-batches-py" / "data_batch_1"
     path.write_bytes(pickle.dumps({b"data": np.zeros((4, 3072), np.uint8), b"labels": [1, 2, 3]}))
     with pytest.raises(D.DataError, match=r"data_batch_1: corrupt: 3 labels for 4 images"):
@@ -249,7 +252,7 @@ def server(tmp_path, monkeypatch):
 def _serve(name, server, monkeypatch, **kw):
     """Fixture files for `name` on the server; the registry's MD5s set to theirs. Returns the mirror."""
     base, srv, _ = server
-    md5s = D.write_fixture(name, srv, **kw)
+    md5s = write_fixture(name, srv, **kw)
     monkeypatch.setattr(D.STANDARD[name], "md5", md5s)
     return f"{base}/{D.STANDARD[name].directory}/"
 
@@ -263,15 +266,15 @@ def test_download_then_load_then_nothing_refetched(tmp_path, server, monkeypatch
     _, _, hits = server
     mirror = _serve(name, server, monkeypatch)
     root = tmp_path / "data"
-    d = D.download(name, root, mirror=mirror, progress=False, timeout=10)
+    d = download(name, root, mirror=mirror, progress=False, timeout=10)
     assert d == root.resolve() / name
-    _assert_same(D.load(name, root), D.fixture_arrays(name))
+    _assert_same(D.load(name, root), fixture_arrays(name))
     n_files = len(D.STANDARD[name].md5)
     assert len(hits) == n_files
     for filename, md5 in D.STANDARD[name].md5.items():
         assert _md5(d / filename) == md5  # kept (the CIFAR archive too)
     assert _leftovers(d) == []
-    assert D.download(name, root, mirror=mirror, progress=False, timeout=10) == d
+    assert download(name, root, mirror=mirror, progress=False, timeout=10) == d
     assert len(hits) == n_files  # second download: nothing fetched
 
 
@@ -279,25 +282,25 @@ def test_download_refetches_a_damaged_file(tmp_path, server, monkeypatch, capsys
     _, _, hits = server
     mirror = _serve("mnist", server, monkeypatch)
     root = tmp_path / "data"
-    d = D.download("mnist", root, mirror=mirror, progress=False)
+    d = download("mnist", root, mirror=mirror, progress=False)
     _cut(d / "t10k-images-idx3-ubyte.gz")
     with pytest.raises(D.DataError, match="truncated or corrupt"):
         D.load("mnist", root)
-    D.download("mnist", root, mirror=mirror, progress=True)
+    download("mnist", root, mirror=mirror, progress=True)
     assert hits[-1].endswith("/t10k-images-idx3-ubyte.gz") and len(hits) == 5
     assert "present but its md5 differs" in capsys.readouterr().err
-    _assert_same(D.load("mnist", root), D.fixture_arrays("mnist"))
+    _assert_same(D.load("mnist", root), fixture_arrays("mnist"))
 
 
 def test_cifar_redownload_reextracts_a_deleted_batch(tmp_path, server, monkeypatch):
     _, _, hits = server
     mirror = _serve("cifar10", server, monkeypatch)
     root = tmp_path / "data"
-    d = D.download("cifar10", root, mirror=mirror, progress=False)
+    d = download("cifar10", root, mirror=mirror, progress=False)
     (d / "cifar-10-batches-py" / "test_batch").unlink()
-    D.download("cifar10", root, mirror=mirror, progress=False)
+    download("cifar10", root, mirror=mirror, progress=False)
     assert len(hits) == 1  # the kept archive is extracted again, not fetched
-    _assert_same(D.load("cifar10", root), D.fixture_arrays("cifar10"))
+    _assert_same(D.load("cifar10", root), fixture_arrays("cifar10"))
 
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10"])
@@ -309,7 +312,7 @@ def test_download_checksum_mismatch_keeps_nothing(tmp_path, server, monkeypatch,
     monkeypatch.setitem(spec.md5, bad, "0" * 32)
     root = tmp_path / "data"
     with pytest.raises(D.DataError) as e:
-        D.download(name, root, mirror=mirror, progress=False)
+        download(name, root, mirror=mirror, progress=False)
     msg = str(e.value)
     d = root / spec.directory
     assert msg.startswith(f"{d.resolve() / bad}: checksum mismatch")
@@ -322,7 +325,7 @@ def test_download_404_names_the_url(tmp_path, server, monkeypatch):
     base, _, _ = server
     mirror = f"{base}/nothing-here/"
     with pytest.raises(D.DataError) as e:
-        D.download("fashion_mnist", tmp_path / "data", mirror=mirror, progress=False)
+        download("fashion_mnist", tmp_path / "data", mirror=mirror, progress=False)
     msg = str(e.value)
     assert f"{mirror}train-images-idx3-ubyte.gz: HTTP 404" in msg and "\n" not in msg
     assert _leftovers(tmp_path / "data" / "fashion_mnist") == []
@@ -335,7 +338,7 @@ def test_download_connection_refused_names_the_url(tmp_path, monkeypatch):
         port = s.getsockname()[1]
     mirror = f"http://127.0.0.1:{port}/"
     with pytest.raises(D.DataError, match=rf"download failed: {mirror}cifar-10-python.tar.gz: "):
-        D.download("cifar10", tmp_path / "data", mirror=mirror, progress=False, timeout=5)
+        download("cifar10", tmp_path / "data", mirror=mirror, progress=False, timeout=5)
     assert _leftovers(tmp_path / "data" / "cifar10") == []
 
 
@@ -343,9 +346,9 @@ def test_download_falls_back_to_the_next_mirror(tmp_path, server, monkeypatch):
     base, _, hits = server
     good = _serve("mnist", server, monkeypatch)
     monkeypatch.setattr(D.STANDARD["mnist"], "mirrors", (f"{base}/missing/", good))
-    D.download("mnist", tmp_path / "data", progress=False)
+    download("mnist", tmp_path / "data", progress=False)
     assert len(hits) == 8 and sum(h.startswith("/missing/") for h in hits) == 4
-    _assert_same(D.load("mnist", tmp_path / "data"), D.fixture_arrays("mnist"))
+    _assert_same(D.load("mnist", tmp_path / "data"), fixture_arrays("mnist"))
 
 
 def test_download_refuses_unsafe_archive(tmp_path, server, monkeypatch):
@@ -361,7 +364,7 @@ def test_download_refuses_unsafe_archive(tmp_path, server, monkeypatch):
                         {"cifar-10-python.tar.gz": hashlib.md5(buf.getvalue()).hexdigest()})
     root = tmp_path / "data"
     with pytest.raises(D.DataError, match=r"refusing to extract unsafe member '\.\./escaped'"):
-        D.download("cifar10", root, mirror=f"{base}/evil/", progress=False)
+        download("cifar10", root, mirror=f"{base}/evil/", progress=False)
     assert not (root / "escaped").exists()
 
 
@@ -369,16 +372,8 @@ def test_download_refuses_unsafe_archive(tmp_path, server, monkeypatch):
 # The `studylib data` sub-commands
 
 
-def _parser():
-    parser = argparse.ArgumentParser(prog="studylib")
-    sub = parser.add_subparsers(dest="command", required=True)
-    D.add_data_parser(sub)
-    return parser
-
-
 def _run(argv):
-    args = _parser().parse_args(argv)
-    return args.func(args)
+    return cli.main(argv)
 
 
 def test_cli_download_check_list(tmp_path, server, monkeypatch, capsys):
@@ -391,7 +386,7 @@ def test_cli_download_check_list(tmp_path, server, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "64 train, 32 test images of shape (1, 28, 28)" in out
     assert "x (64, 1, 28, 28) uint8, y (64,) int64" in out and "x (32, 1, 28, 28) uint8" in out
-    counts = np.bincount(D.fixture_arrays("mnist")[1], minlength=10)
+    counts = np.bincount(fixture_arrays("mnist")[1], minlength=10)
     assert "per class " + " ".join(f"{i}:{c}" for i, c in enumerate(counts)) in out
     assert _run(["data", "list", "--root", str(root)]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -412,14 +407,14 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"studylib: error: {a_file.resolve() / 'mnist'}: cannot create")
     with pytest.raises(SystemExit) as e:
-        _parser().parse_args(["data", "download", "svhn"])
+        cli.build_parser().parse_args(["data", "download", "svhn"])
     assert e.value.code == 2
     assert os.listdir(tmp_path) == ["a_file"]  # nothing created by failed commands
 
 
 def test_download_bad_mirror_url_is_one_line(tmp_path):
     with pytest.raises(D.DataError, match=r"download failed: not-a-url/train-images-idx3-ubyte.gz: ValueError"):
-        D.download("mnist", tmp_path / "data", mirror="not-a-url", progress=False)
+        download("mnist", tmp_path / "data", mirror="not-a-url", progress=False)
 
 
 def test_download_short_body_is_a_network_error(tmp_path, server, monkeypatch):
@@ -429,7 +424,7 @@ def test_download_short_body_is_a_network_error(tmp_path, server, monkeypatch):
     cut = srv / "mnist" / "train-images-idx3-ubyte.gz"
     full = cut.read_bytes()
 
-    real_urlopen = D.urllib.request.urlopen
+    real_urlopen = urllib.request.urlopen
 
     def short_urlopen(req, timeout=None):
         resp = real_urlopen(req, timeout=timeout)
@@ -437,8 +432,8 @@ def test_download_short_body_is_a_network_error(tmp_path, server, monkeypatch):
             resp.fp = io.BufferedReader(io.BytesIO(full[:100]))  # the body ends early
         return resp
 
-    monkeypatch.setattr(D.urllib.request, "urlopen", short_urlopen)
+    monkeypatch.setattr(urllib.request, "urlopen", short_urlopen)
     with pytest.raises(D.DataError, match=rf"download failed: {mirror}train-images-idx3-ubyte.gz: "):
-        D.download("mnist", tmp_path / "data", mirror=mirror, progress=False)
+        download("mnist", tmp_path / "data", mirror=mirror, progress=False)
     assert _leftovers(tmp_path / "data" / "mnist") == []
     assert not (tmp_path / "data" / "mnist" / "train-images-idx3-ubyte.gz").exists()

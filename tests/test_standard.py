@@ -1,6 +1,6 @@
 """Standard datasets from a data root, the CIFAR networks and the fast training path, on CPU.
 
-Fixture files in the real formats (``datasets.write_fixture``) stand in for MNIST, Fashion-MNIST
+Fixture files in the real formats (``fixtures.write_fixture``) stand in for MNIST, Fashion-MNIST
 and CIFAR-10: every study's ``full`` profile must start on them and run a few steps.
 """
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import studylib as sl
-from studylib import config, datasets
+from studylib import config, datasets, fixtures
 from studylib.config import ConfigError, ModelConfig, load_study
 from studylib.data import augment, make_data
 from studylib.models import build_model, count_parameters
@@ -24,7 +24,7 @@ from studylib.train import fit
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     for name in datasets.STANDARD:
-        datasets.write_fixture(name, root)
+        fixtures.write_fixture(name, root)
     return root
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from studylib import aggregate, load_study
-from studylib.cli import build_report
+from studylib.execute import build_report
 from studylib.config import ConfigError
 from studylib.records import iter_run_records, read_json
 from studylib.sweep import expand, load_sweep, run_sweep

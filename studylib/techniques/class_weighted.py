@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn.functional as F
-
+from .._lazy import lazy_import, no_grad
 from .base import Param, Technique, register
+
+# imported on first use: the technique registry (config validation, `studylib list`) needs no torch
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
 
 WEIGHTINGS = ("uniform", "inverse", "sqrt_inverse", "class_balanced", "drw", "adaptive")
 
@@ -162,7 +164,7 @@ class ClassWeightedERM(Technique):
         """The adaptive rule trains on the training split less its held-out slice."""
         return self._trained
 
-    @torch.no_grad()
+    @no_grad
     def update_adaptive(self, errors: torch.Tensor, present: torch.Tensor) -> None:
         """One adaptive step from per-class held-out errors (classes not ``present`` keep ē_c)."""
         m = self.hp.momentum
@@ -209,7 +211,7 @@ def stratified_holdout(y: torch.Tensor, num_classes: int, fraction: float,
     return torch.nonzero(mask).flatten(), held_out
 
 
-@torch.no_grad()
+@no_grad
 def class_errors(model, split, num_classes: int, soft: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-class error of ``model`` on ``split`` (given labels) — the 0/1 error rate, or with ``soft``
     1 − the mean predicted probability of the true class — and which classes are present."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
-from .. import attacks, corruptions
+from .._lazy import lazy_import
 from .base import Param, Technique, register
+
+# imported on first use: the technique registry (config validation, `studylib list`) needs no torch
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
+attacks = lazy_import("studylib.attacks")
+corruptions = lazy_import("studylib.corruptions")
 
 SOLVERS = ("anderson", "fixed_point_iter", "broyden")
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
+from .._lazy import lazy_import
 from ..metrics import expected_calibration_error
 from .base import Param, Technique, register
+
+# imported on first use: the technique registry (config validation, `studylib list`) needs no torch
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
 
 
 def mc_dropout_probs(model: torch.nn.Module, x: torch.Tensor, samples: int, seed: int = 0,

@@ -3,10 +3,12 @@ it does not memorise noisy labels."""
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
+from .._lazy import lazy_import
 from .base import Param, Technique, register
+
+# imported on first use: the technique registry (config validation, `studylib list`) needs no torch
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
 
 
 @register

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn.functional as F
-
+from .._lazy import lazy_import
 from .base import Param, Technique, register
+
+# imported on first use: the technique registry (config validation, `studylib list`) needs no torch
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
 
 
 def _per_example_mask(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn.functional as F
-
-from .. import attacks
+from .._lazy import lazy_import
 from .base import Param, Technique, register
 from .trades import TRADES
 
+# imported on first use: the technique registry (config validation, `studylib list`) needs no torch
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
+attacks = lazy_import("studylib.attacks")
 
 ALPHA = Param(0.9, "momentum α of the soft targets", low=0.6, high=0.99, ge=0, lt=1)
 

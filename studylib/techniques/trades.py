@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-
-from .. import attacks
+from .._lazy import lazy_import
 from .base import Param, Technique, register
+
+# imported on first use: the technique registry (config validation, `studylib list`) needs no torch
+F = lazy_import("torch.nn.functional")
+attacks = lazy_import("studylib.attacks")
 
 
 @register

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import torch
-
+from .._lazy import lazy_import
 from .base import Param, Technique, register
+
+# imported on first use: the technique registry (config validation, `studylib list`) needs no torch
+torch = lazy_import("torch")
 
 
 def penalized_weights(model: torch.nn.Module) -> list[torch.Tensor]:

@@ -118,7 +118,6 @@ def build_report(outputs=None, progress: bool = True, profile: str | None = None
     """Execute the synthesis notebook over every run record and export it to HTML. Returns the
     HTML path. Reads records only: nothing is retrained. Raises :class:`NotebookFailed`."""
     import nbformat
-    from nbconvert import HTMLExporter
 
     outputs = paths.outputs_dir(outputs)
     report_dir = outputs / "report"
@@ -127,9 +126,33 @@ def build_report(outputs=None, progress: bool = True, profile: str | None = None
     _execute(paths.notebooks_dir() / "synthesis.ipynb", executed,
              {"outputs": str(outputs), "report_dir": str(report_dir), "profile": profile}, progress,
              "the synthesis notebook")
-    exporter = HTMLExporter()
-    exporter.exclude_input = True  # a report for readers: the code is in the executed notebook
-    body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
     html = report_dir / "synthesis.html"
-    atomic_write_bytes(html, body.encode())
+    atomic_write_bytes(html, static_html(nbformat.read(executed, as_version=4)).encode())
     return html
+
+
+#: cells tagged so are for the live notebook only (ipywidgets need a kernel): left out of the HTML
+LIVE_ONLY_TAG = "live-only"
+#: tables scroll inside the page instead of widening it; readable fonts
+REPORT_CSS = """<style>
+.jp-RenderedHTMLCommon table, .jp-OutputArea-output table { display: block; overflow-x: auto; max-width: 100%;
+  font-size: 12px; }
+.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal; }
+.jp-OutputArea-output pre { white-space: pre-wrap; font-size: 12.5px; }
+body { max-width: 1200px; margin: auto; }
+</style>"""
+
+
+def static_html(nb) -> str:
+    """A report for readers, without a kernel: no code, no In/Out prompts, no cells that only work
+    live (widgets), tables that fit the page width."""
+    from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import TagRemovePreprocessor
+
+    exporter = HTMLExporter()
+    exporter.exclude_input = True  # the code is in the executed notebook beside it
+    exporter.exclude_input_prompt = True
+    exporter.exclude_output_prompt = True
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_cell_tags={LIVE_ONLY_TAG}), enabled=True)
+    body, _ = exporter.from_notebook_node(nb)
+    return body.replace("</head>", REPORT_CSS + "\n</head>", 1)

@@ -104,6 +104,12 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     text = html.read_text()
     assert "Summary: the answers first" in text and "NO REPORT SEEDS" in text  # design seeds: said, not hidden
     assert (out / "report" / "claims.csv").exists() and (out / "report" / "summary.md").exists()
+    body = text[text.index("<body"):]
+    # a static report: no code prompts, no widget cells (they need a kernel), every section there
+    assert "In&nbsp;[" not in body and ">Out[" not in body and "Explore (live notebook only)" not in body
+    for section in ("How each claim was made", "The technique × scenario matrix", "Published anchors"):
+        assert section in body, section
+    assert (out / "report" / "matrix.svg").exists()
     listed = (out / "report" / "failures.csv").read_text()
     assert "TrainingDiverged" in listed and listed.count("matrix") >= 3
     assert (out / "report" / "matrix.png").exists() and (out / "report" / "versus_erm.csv").exists()

@@ -78,3 +78,13 @@ def effects(diffs: pd.DataFrame, metric: str, ax=None):
     ax.set(xlabel=f"difference to ERM in {metric} (95% CI over seeds)", title=f"Effect on {metric}")
     ax.grid(alpha=0.3)
     return ax.figure
+
+
+def save(fig, path) -> None:
+    """Write ``fig`` as PNG (for the HTML report and READMEs) and SVG (for papers) at ``path``
+    without its suffix."""
+    from pathlib import Path
+
+    path = Path(path)
+    fig.savefig(path.with_suffix(".png"), dpi=110, bbox_inches="tight")
+    fig.savefig(path.with_suffix(".svg"), bbox_inches="tight")

@@ -13,6 +13,12 @@ A study config is merged, later wins, from:
 6. ``-p key value`` overrides (dotted keys, YAML values: ``-p train.epochs 5``); an arm set to
    ``null`` is removed (``-p arms.trades null``).
 
+Each run then takes, later wins: the study's settings, the technique's training defaults
+(:meth:`Technique.train_defaults <studylib.techniques.base.Technique.train_defaults>`: an
+adversarial technique selects on ``val_robust_acc``) for the keys the study did not set explicitly,
+and the arm's own ``model`` / ``train``.
+
+
 Every model forbids unknown keys; any error is reported as one line naming the field
 (:class:`ConfigError`), before anything is trained.
 """
@@ -306,9 +312,15 @@ class StudyConfig(_Common):
 
     def run_config(self, arm: str, seed: int) -> RunConfig:
         a = self.arms[arm]
+        technique = get_technique(a.technique)
         base = self.model_dump(exclude={"arms", "seeds"})
         base["model"] = _deep_merge(base["model"], a.model)
-        base["model"] = _deep_merge(base["model"], get_technique(a.technique).model_overrides(a.hparams))
+        base["model"] = _deep_merge(base["model"], technique.model_overrides(a.hparams))
+        # the technique's training defaults (adversarial techniques: train.select val_robust_acc)
+        # yield to a value the study sets explicitly (params file, profile, -p) and to the arm's own
+        defaults = {k: v for k, v in technique.train_defaults(a.hparams).items()
+                    if k not in self.train.model_fields_set}
+        base["train"] = _deep_merge(base["train"], defaults)
         base["train"] = _deep_merge(base["train"], a.train)
         return RunConfig(**base, arm=arm, seed=seed, technique=a.technique, hparams=a.hparams)
 

@@ -30,7 +30,7 @@ import torch
 
 from . import paths
 
-PACKAGES = ("torch", "numpy", "scikit-learn", "pandas", "pydantic", "papermill", "adversarial-robustness-toolbox",
+PACKAGES = ("torch", "numpy", "scikit-learn", "pandas", "pydantic", "papermill", "pyautoattack",
             "torchdeq", "mnist1d", "studylib")
 
 

@@ -123,3 +123,14 @@ def test_adversarial_arms_select_on_robust_validation_accuracy_unless_set():
     assert synergy.run_config("at_es", 0).train.select == "val_robust_acc"
     assert load_study("matrix", "quick", {"train.select": "val_acc"}).run_config("trades", 0).train.select == "val_acc"
 
+
+def test_profiles_set_the_attacks_and_where_the_strong_ones_run():
+    quick = load_study("adversarial", "quick").eval
+    assert quick.attacks == ["fgsm", "pgd", "apgd", "apgd_t"] and quick.strong_eps_values() == {quick.main_eps}
+    full = load_study("adversarial", "full").eval
+    assert full.attacks == ["fgsm", "pgd", "autoattack"] and full.strong_eps_values() == set(full.eps_grid())
+    assert load_study("adversarial", "quick", {"eval.strong_eps": [0.05, 0.1]}).eval.strong_eps_values() == {0.05, 0.1}
+    with pytest.raises(ConfigError, match="strong_eps"):
+        load_study("adversarial", "quick", {"eval.strong_eps": [0.07]})
+    with pytest.raises(ConfigError, match="attacks"):
+        load_study("adversarial", "quick", {"eval.attacks": ["fgsm", "art_autoattack"]})

@@ -27,7 +27,7 @@ class DEQ(Technique):
     solver are obfuscated (Yang et al., NeurIPS 2022, "A Closer Look at the Adversarial Robustness
     of DEQs"). ``score`` therefore reports PGD accuracy with three attack gradients — ``ift``
     (implicit), ``unrolled`` (backprop through the iterations) and ``naive`` (one step of f at the
-    detached z*) — and the gradient-free Square attack (ART); the scorecard's own robust accuracy
+    detached z*) — and the gradient-free Square attack (pyautoattack); the scorecard's own robust accuracy
     uses ``attack_grad``. It also reports solver steps and residuals on clean, PGD-perturbed and
     corrupted test inputs.
 
@@ -112,8 +112,8 @@ def solver_stats(model, x) -> dict:
 
 
 def _square_accuracy(model, x, y, eps, queries, num_classes) -> float:
-    from ..config import EvalConfig
-    from ..evaluate import art_attack
+    from ..robust import square
 
-    x_adv = art_attack("square", model, x, y, eps, EvalConfig(square_queries=queries), num_classes)
+    with attacks.eval_mode(model):
+        x_adv = square(model, x, y, eps, 0, queries=queries)
     return attacks.predict(model, x_adv).argmax(1).eq(y).float().mean().item()

@@ -13,6 +13,11 @@ A study config is merged, later wins, from:
 6. ``-p key value`` overrides (dotted keys, YAML values: ``-p train.epochs 5``); an arm set to
    ``null`` is removed (``-p arms.trades null``).
 
+Each run then takes, later wins: the study's settings, the technique's training defaults
+(:meth:`Technique.train_defaults <studylib.techniques.base.Technique.train_defaults>`: an
+adversarial technique selects on ``val_robust_acc``) for the keys the study did not set explicitly,
+and the arm's own ``model`` / ``train``.
+
 Every model forbids unknown keys; any error is reported as one line naming the field
 (:class:`ConfigError`), before anything is trained.
 """
@@ -41,7 +46,10 @@ FIRST_REPORT_SEED = 1000
 EMBEDDED_DATASETS = ("digits", "mnist1d")
 STANDARD_DATASETS = ("mnist", "fashion_mnist", "cifar10")
 DATASETS = EMBEDDED_DATASETS + STANDARD_DATASETS
-ATTACKS = ("fgsm", "pgd", "apgd", "autoattack", "square")
+ATTACKS = ("fgsm", "pgd", "apgd", "apgd_t", "square", "autoattack")
+#: attacks that run at every ε on every example (their rows are their own accuracy); the others are
+#: the strong attacks, run at ``eval.strong_eps`` on the examples still unbroken (studylib.robust)
+CHEAP_ATTACKS = ("fgsm", "pgd")
 CORRUPTIONS = ("gaussian_noise", "blur", "brightness", "contrast", "shift", "rotation")
 SELECTION_RULES = ("val_acc", "val_robust_acc", "val_worst_group_acc", "val_balanced_acc", "last")
 
@@ -192,13 +200,26 @@ class TrainConfig(_Strict):
 
 
 class EvalConfig(_Strict):
+    """The scorecard's evaluation (see :mod:`studylib.robust` for what each attack row means).
+
+    ``fgsm`` and ``pgd`` run at every ε on every attacked example. The strong attacks — ``apgd``
+    (APGD-CE), ``apgd_t`` (APGD-T), ``square`` and ``autoattack`` (the standard ensemble APGD-CE,
+    APGD-T, FAB-T, Square), all from Croce & Hein's ``pyautoattack`` — run only at
+    ``strong_eps`` and only on the examples no earlier attack broke."""
+
     eps: list[float] = Field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.3])
     main_eps: float = Field(0.1, ge=0, description="the ε of the headline robust accuracy")
-    attacks: list[Literal["fgsm", "pgd", "apgd", "autoattack", "square"]] = Field(
+    attacks: list[Literal["fgsm", "pgd", "apgd", "apgd_t", "square", "autoattack"]] = Field(
         default_factory=lambda: ["fgsm", "pgd"])
+    strong_eps: Literal["all", "main"] | list[float] = Field(
+        "all", description="ε at which the strong attacks run: all (every ε of the grid), main (main_eps only) "
+                           "or a list of values of the grid; fgsm and pgd always run at every ε")
     pgd_steps: int = Field(20, ge=1)
     pgd_restarts: int = Field(1, ge=1)
-    square_queries: int = Field(1000, ge=1)
+    apgd_steps: int = Field(100, ge=1, description="iterations of apgd and apgd_t (AutoAttack's standard: 100)")
+    apgd_restarts: int = Field(1, ge=1, description="random restarts of apgd (AutoAttack's standard: 1)")
+    apgd_targets: int = Field(9, ge=1, description="target classes of apgd_t (standard: 9; at most classes − 1)")
+    square_queries: int = Field(1000, ge=1, description="queries of the square attack (autoattack's own Square: 5000)")
     max_examples: int | None = Field(None, ge=1, description="test examples attacked (None: all)")
     corruptions: list[Literal["gaussian_noise", "blur", "brightness", "contrast", "shift", "rotation"]] = Field(
         default_factory=lambda: list(CORRUPTIONS))
@@ -221,6 +242,27 @@ class EvalConfig(_Strict):
         if bad:
             raise ValueError(f"severities are 1..5, got {bad}")
         return v
+
+    @model_validator(mode="after")
+    def _strong_eps_in_grid(self):
+        if isinstance(self.strong_eps, list):
+            grid = set(self.eps) | {self.main_eps}
+            off = [e for e in self.strong_eps if e not in grid]
+            if off:
+                raise ValueError(f"strong_eps: {off} not in the ε grid {sorted(grid)} (eps and main_eps)")
+        return self
+
+    def eps_grid(self) -> list[float]:
+        """Every ε of the robust curve: the grid and ``main_eps``, ascending."""
+        return sorted(set(self.eps) | {self.main_eps})
+
+    def strong_eps_values(self) -> set[float]:
+        """The ε at which the strong attacks run."""
+        if self.strong_eps == "all":
+            return set(self.eps_grid())
+        if self.strong_eps == "main":
+            return {self.main_eps}
+        return set(self.strong_eps)
 
 
 class ArmConfig(_Strict):
@@ -325,9 +367,15 @@ class StudyConfig(_Common):
 
     def run_config(self, arm: str, seed: int) -> RunConfig:
         a = self.arms[arm]
+        technique = get_technique(a.technique)
         base = self.model_dump(exclude={"arms", "seeds"})
         base["model"] = _deep_merge(base["model"], a.model)
-        base["model"] = _deep_merge(base["model"], get_technique(a.technique).model_overrides(a.hparams))
+        base["model"] = _deep_merge(base["model"], technique.model_overrides(a.hparams))
+        # the technique's training defaults (adversarial techniques: train.select val_robust_acc)
+        # yield to a value the study sets explicitly (params file, profile, -p) and to the arm's own
+        defaults = {k: v for k, v in technique.train_defaults(a.hparams).items()
+                    if k not in self.train.model_fields_set}
+        base["train"] = _deep_merge(base["train"], defaults)
         base["train"] = _deep_merge(base["train"], a.train)
         if base["train"].get("sampler") is None:  # the run's record names the sampler it used
             base["train"]["sampler"] = get_technique(a.technique).sampler

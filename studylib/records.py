@@ -32,7 +32,7 @@ from ._lazy import lazy_import
 # imported on first use: `studylib check` and `studylib list` need no torch
 torch = lazy_import("torch")
 
-PACKAGES = ("torch", "numpy", "scikit-learn", "pandas", "pydantic", "papermill", "adversarial-robustness-toolbox",
+PACKAGES = ("torch", "numpy", "scikit-learn", "pandas", "pydantic", "papermill", "pyautoattack",
             "torchdeq", "mnist1d", "studylib")
 
 

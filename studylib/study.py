@@ -81,7 +81,7 @@ class Study:
     def _run_one(self, rc: RunConfig, rec: RunRecord, data: Data) -> None:
         rec.start(rc.model_dump(mode="json"), {**environment(self.device), "seed": rc.seed})
         result = fit(rc, data, progress=self.progress)
-        card = scorecard(result.model, data, rc)
+        card = scorecard(result.model, data, rc, result.technique)
         card["metrics"].update(result.technique.score(result.model, data))
         selected = result.history[result.best_epoch - 1]
         fit_summary = {"train_seconds": result.train_seconds, "seconds_per_epoch": result.seconds_per_epoch,

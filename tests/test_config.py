@@ -109,3 +109,30 @@ def test_cli_list_shows_techniques_with_defaults_and_ranges(capsys):
     for name in ("erm", "fgsm_at", "pgd_at", "trades", "smoke", "digits", "label_noise"):
         assert name in out
     assert "beta: 6.0 (search log-[0.5, 12])" in out
+
+
+def test_adversarial_arms_select_on_robust_validation_accuracy_unless_set():
+    matrix = load_study("matrix", "quick")
+    for arm in ("fgsm_at", "pgd_at", "trades"):
+        assert matrix.run_config(arm, 0).train.select == "val_robust_acc", arm
+    for arm in ("erm", "l2", "deq"):
+        assert matrix.run_config(arm, 0).train.select == "val_acc", arm
+    # an arm's own rule wins; so does a rule the study sets explicitly (synergy keeps the last epoch
+    # of its plain AT arms on purpose: that is where robust overfitting shows)
+    assert load_study("matrix", "quick", {"arms.pgd_at.train.select": "last"}).run_config("pgd_at", 0).train.select == "last"
+    synergy = load_study("synergy", "quick")
+    assert synergy.run_config("at", 0).train.select == "last"
+    assert synergy.run_config("at_es", 0).train.select == "val_robust_acc"
+    assert load_study("matrix", "quick", {"train.select": "val_acc"}).run_config("trades", 0).train.select == "val_acc"
+
+
+def test_profiles_set_the_attacks_and_where_the_strong_ones_run():
+    quick = load_study("adversarial", "quick").eval
+    assert quick.attacks == ["fgsm", "pgd", "apgd", "apgd_t"] and quick.strong_eps_values() == {quick.main_eps}
+    full = load_study("adversarial", "full").eval
+    assert full.attacks == ["fgsm", "pgd", "autoattack"] and full.strong_eps_values() == set(full.eps_grid())
+    assert load_study("adversarial", "quick", {"eval.strong_eps": [0.05, 0.1]}).eval.strong_eps_values() == {0.05, 0.1}
+    with pytest.raises(ConfigError, match="strong_eps"):
+        load_study("adversarial", "quick", {"eval.strong_eps": [0.07]})
+    with pytest.raises(ConfigError, match="attacks"):
+        load_study("adversarial", "quick", {"eval.attacks": ["fgsm", "art_autoattack"]})

@@ -23,6 +23,12 @@ The class attribute ``sampler`` is how the technique's training batches are draw
 config says otherwise (``train.sampler``): ``uniform`` (a shuffled pass over the training split),
 ``group_balanced`` or ``class_balanced`` (with replacement, each example weighted 1/n of its group
 or class; see :func:`studylib.data.batches`).
+* ``train_defaults(hp) -> dict``         (classmethod) train-config defaults of the technique's runs,
+                                         under what the study sets explicitly and the arm's ``train``
+                                         (adversarial techniques: ``select: val_robust_acc``)
+* ``eval_attacks(model, eval_cfg)``      extra attacks for the scorecard's robust accuracy, run on
+                                         the same examples and included in the per-example worst
+                                         case (DEQ: PGD with each solver gradient, Square)
 
 Hyperparameters are declared as :class:`Param` — a default *and* a search range side by side, as in
 DomainBed — and validated by a pydantic model built from them (unknown names are refused).
@@ -113,7 +119,8 @@ class Technique:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     params: ClassVar[dict[str, Param]] = {}
-    #: whether the technique trains against an attack (its study selects on robust validation accuracy)
+    #: whether the technique trains against an attack (its runs select on robust validation
+    #: accuracy unless the study or the arm sets ``train.select``: see ``train_defaults``)
     adversarial: ClassVar[bool] = False
     #: the scenario the technique was made for and the scorecard metric its claim is about
     #: (the synthesis report's headline for the technique)
@@ -133,6 +140,17 @@ class Technique:
     @classmethod
     def model_overrides(cls, hp: dict) -> dict:
         return {}
+
+    @classmethod
+    def train_defaults(cls, hp: dict) -> dict:
+        """Train-config values the technique's runs take unless the study sets them explicitly or
+        the arm overrides them: an adversarial technique keeps the epoch of best robust validation
+        accuracy (early stopping against robust overfitting, Rice et al. 2020)."""
+        return {"select": "val_robust_acc"} if cls.adversarial else {}
+
+    def eval_attacks(self, model: torch.nn.Module, eval_cfg) -> list:
+        """Extra :class:`studylib.robust.AttackSpec` s for the scorecard (default: none)."""
+        return []
 
     def epoch_start(self, epoch: int) -> None:
         self.epoch = epoch

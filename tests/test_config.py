@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from studylib import cli
-from studylib.config import ConfigError, load_study, parse_overrides
+from studylib.config import ConfigError, check_params_file, load_study, parse_overrides
 
 
 def refused(capsys, *argv) -> str:
@@ -136,3 +136,10 @@ def test_profiles_set_the_attacks_and_where_the_strong_ones_run():
         load_study("adversarial", "quick", {"eval.strong_eps": [0.07]})
     with pytest.raises(ConfigError, match="attacks"):
         load_study("adversarial", "quick", {"eval.attacks": ["fgsm", "art_autoattack"]})
+
+
+def test_a_key_given_twice_is_refused_naming_it(tmp_path):
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("study: adversarial\ntrain: {epochs: 3}\ntrain: {lr: 0.1}\n")
+    with pytest.raises(ConfigError, match="line 3 .*key 'train' is given twice"):
+        check_params_file(dup)

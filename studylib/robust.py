@@ -75,6 +75,7 @@ MASKING_TOLERANCE = 0.02  # accuracy points (share of all attacked examples) bef
 TARGETED_DLR_MIN_CLASSES = 4  # APGD-T's loss uses the 1st, 3rd and 4th largest logits
 AUTOATTACK_COMPONENTS = ("apgd-ce", "apgd-t", "fab-t", "square")  # the standard version, in order
 BLACK_BOX_STAGES = ("square",)  # gradient-free components of an ensemble
+_LOGGER = logging.getLogger("auto-attack")  # pyautoattack's own logger (AutoAttack's checks warn on it)
 
 #: ``run(model, x, y, eps, seed) -> x_adv`` with ``x`` of shape (N, *input_shape) in [0, 1]
 AttackFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, float, int], torch.Tensor]
@@ -175,9 +176,7 @@ def autoattack_component(model, x, y, eps, seed, *, component: str, num_classes:
     else:  # custom: its APGD-CE keeps the constructor's 5 restarts, in place of APGD-T
         aa = AutoAttack(fwd, norm="Linf", eps=eps, version="custom", attacks=list(_small_autoattack()),
                         seed=seed, device=x.device)
-    aa.logger = _LOGGER
-    aa.apgd.logger = aa.apgd_targeted.logger = _LOGGER
-    aa.verbose = False
+    aa.verbose = False  # its checks still warn, on the "auto-attack" logger (collected in attacks.checks)
     aa.apgd_targeted.n_target_classes = min(aa.apgd_targeted.n_target_classes, num_classes - 1)
     aa.fab.n_target_classes = min(aa.fab.n_target_classes, num_classes - 1)
     aa.attacks_to_run = [component]
@@ -251,7 +250,6 @@ def attack_plan(cfg: EvalConfig, num_classes: int, extra=()) -> tuple[list[Attac
 
 
 # -- running it -----------------------------------------------------------------------------------
-_LOGGER = logging.getLogger("auto-attack")
 
 
 class _Collect(logging.Handler):

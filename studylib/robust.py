@@ -36,6 +36,10 @@ Design (speed without a false number). Two kinds of attack rows:
   each run on what the components before it left: the standard ensemble's own order and rule) and
   one ``autoattack`` row for the whole ensemble.
 
+Every row has ``eps``, ``attack``, ``acc``, ``scope`` and ``n``; attack rows also ``ran_on`` and
+``broke``; rows of gradient-free attacks ``black_box: true``; a standalone row computed once for two
+names (DEQ's PGD with the model's own gradient is the scorecard's PGD) ``same_as``.
+
 Fewer classes than an attack needs. APGD-T's targeted DLR loss divides by z_π1 − (z_π3 + z_π4)/2
 and needs ≥ 4 classes; the targets of APGD-T and FAB-T are capped at classes − 1. Below 4
 classes (the 2-class spurious task) ``apgd_t`` is replaced by APGD-CE with as many restarts as
@@ -70,7 +74,8 @@ from .config import EvalConfig
 MASKING_TOLERANCE = 0.02  # accuracy points (share of all attacked examples) before a masking flag
 TARGETED_DLR_MIN_CLASSES = 4  # APGD-T's loss uses the 1st, 3rd and 4th largest logits
 AUTOATTACK_COMPONENTS = ("apgd-ce", "apgd-t", "fab-t", "square")  # the standard version, in order
-BLACK_BOX = ("square", "autoattack:square")
+BLACK_BOX_STAGES = ("square",)  # gradient-free components of an ensemble
+_LOGGER = logging.getLogger("auto-attack")  # pyautoattack's own logger (AutoAttack's checks warn on it)
 
 #: ``run(model, x, y, eps, seed) -> x_adv`` with ``x`` of shape (N, *input_shape) in [0, 1]
 AttackFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, float, int], torch.Tensor]
@@ -171,9 +176,7 @@ def autoattack_component(model, x, y, eps, seed, *, component: str, num_classes:
     else:  # custom: its APGD-CE keeps the constructor's 5 restarts, in place of APGD-T
         aa = AutoAttack(fwd, norm="Linf", eps=eps, version="custom", attacks=list(_small_autoattack()),
                         seed=seed, device=x.device)
-    aa.logger = _LOGGER
-    aa.apgd.logger = aa.apgd_targeted.logger = _LOGGER
-    aa.verbose = False
+    aa.verbose = False  # its checks still warn, on the "auto-attack" logger (collected in attacks.checks)
     aa.apgd_targeted.n_target_classes = min(aa.apgd_targeted.n_target_classes, num_classes - 1)
     aa.fab.n_target_classes = min(aa.fab.n_target_classes, num_classes - 1)
     aa.attacks_to_run = [component]
@@ -247,7 +250,6 @@ def attack_plan(cfg: EvalConfig, num_classes: int, extra=()) -> tuple[list[Attac
 
 
 # -- running it -----------------------------------------------------------------------------------
-_LOGGER = logging.getLogger("auto-attack")
 
 
 class _Collect(logging.Handler):
@@ -318,6 +320,7 @@ def robust_evaluation(model, x, y, cfg: EvalConfig, num_classes: int, seed: int 
                 unbroken &= correct
                 row = {"eps": eps, "attack": spec.name, "acc": correct.float().mean().item(), "scope": "standalone",
                        "n": n, "ran_on": int(clean.sum()), "broke": int((clean & ~correct).sum())}
+                row.update({"black_box": True} if spec.black_box else {})
                 rows.append({**row, "same_as": spec.same_as} if spec.same_as in own else row)
             for spec in (s for s in here if not s.standalone):
                 before = int(unbroken.sum())
@@ -330,9 +333,11 @@ def robust_evaluation(model, x, y, cfg: EvalConfig, num_classes: int, seed: int 
                         broke = int(wrong.sum())
                     if label is not None:
                         rows.append({"eps": eps, "attack": f"{spec.name}:{label}", "acc": unbroken.float().mean().item(),
-                                     "scope": "unbroken", "n": n, "ran_on": len(idx), "broke": broke})
+                                     "scope": "unbroken", "n": n, "ran_on": len(idx), "broke": broke,
+                                     **({"black_box": True} if label in BLACK_BOX_STAGES else {})})
                 rows.append({"eps": eps, "attack": spec.name, "acc": unbroken.float().mean().item(),
-                             "scope": "unbroken", "n": n, "ran_on": before, "broke": before - int(unbroken.sum())})
+                             "scope": "unbroken", "n": n, "ran_on": before, "broke": before - int(unbroken.sum()),
+                             **({"black_box": True} if spec.black_box else {})})
             rows.append({"eps": eps, "attack": "worst", "acc": unbroken.float().mean().item(), "scope": "worst", "n": n})
     ran = list(dict.fromkeys([s.name for s in plan] + [f"{s.name}:{label}" for s in plan for label, _ in s.stages]))
     info = {"run": ran, "notes": notes, "checks": list(checks),
@@ -353,6 +358,8 @@ def masking_flags(curve: list[dict]) -> list[str]:
     flags = []
     tol = MASKING_TOLERANCE
     scope = {r["attack"]: r.get("scope", "standalone") for r in curve}
+    # rows of gradient-free attacks say so; in older records (and hand-made curves) Square by name
+    black_box = {r["attack"] for r in curve if r.get("black_box") or r["attack"] == "square"}
     by = {(r["eps"], r["attack"]): r for r in curve}
     eps_grid = sorted({r["eps"] for r in curve})
     # FGSM's single step can overshoot as ε grows, so its own curve is not checked; every other
@@ -369,8 +376,8 @@ def masking_flags(curve: list[dict]) -> list[str]:
         pgd, fgsm = standalone.get("pgd"), standalone.get("fgsm")
         if pgd is not None and fgsm is not None and fgsm < pgd - tol:
             flags.append(f"single-step fgsm ({fgsm:.3f}) beats white-box PGD ({pgd:.3f}) at ε={e:g}")
-        white = {a: v for a, v in standalone.items() if a not in BLACK_BOX}
-        for name in (a for a in here if a in BLACK_BOX):
+        white = {a: v for a, v in standalone.items() if a not in black_box}
+        for name in (a for a in here if a in black_box):
             r = here[name]
             if scope[name] == "standalone" and white:
                 best = min(white, key=white.get)

@@ -145,7 +145,7 @@ def test_masking_flags_catch_rising_accuracy_and_black_box_attacks_winning():
     assert any("pgd accuracy rises" in f for f in flags) and any("black-box square" in f for f in flags)
     unbroken = [{"eps": 0.1, "attack": "pgd", "acc": 0.6, "scope": "standalone", "n": 100},
                 {"eps": 0.1, "attack": "autoattack:square", "acc": 0.5, "scope": "unbroken", "n": 100,
-                 "ran_on": 60, "broke": 10}]
+                 "ran_on": 60, "broke": 10, "black_box": True}]
     assert any("breaks 10 of 100" in f for f in masking_flags(unbroken))
     unbroken[1]["broke"] = 1
     assert masking_flags(unbroken) == []
@@ -174,6 +174,7 @@ def test_the_full_profile_runs_the_standard_autoattack(mlp):
     assert at["autoattack:square"]["ran_on"] > 0  # every component ran on something
     assert at["worst"]["acc"] == at["autoattack"]["acc"] <= at["pgd"]["acc"]
     assert sum(at[f"autoattack:{c}"]["broke"] for c in robust.AUTOATTACK_COMPONENTS) == at["autoattack"]["broke"]
+    assert at["autoattack:square"]["black_box"] and "black_box" not in at["autoattack:fab-t"]
 
 
 @pytest.fixture(scope="module")

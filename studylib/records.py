@@ -17,6 +17,7 @@ a temporary name and renamed, so concurrent writers never leave a half-written r
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -131,6 +132,26 @@ class RunRecord:
     @property
     def failed(self) -> bool:
         return (self.dir / "failed.json").exists() and not self.done
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Held while this run trains. A second process asking for the same run (two sweeps, or a
+        test and a notebook, sharing one outputs directory) waits here, then finds the run done
+        and reuses it instead of training it again. An advisory ``flock`` on ``.<hash>.lock`` beside
+        the record (the record itself holds only its files): released by the OS if the holder dies;
+        where there is no ``fcntl`` (Windows) no lock is taken."""
+        try:
+            import fcntl
+        except ImportError:
+            yield
+            return
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.dir.parent / f".{self.dir.name}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # -- writing --------------------------------------------------------------------------------
     def start(self, config: dict, env: dict) -> None:

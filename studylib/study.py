@@ -8,6 +8,7 @@ read its results back from disk as pandas tables.
 
 from __future__ import annotations
 
+import os
 import traceback
 from dataclasses import dataclass
 from functools import cached_property
@@ -43,10 +44,13 @@ class RunResult:
 class Study:
     """Executes the runs of ``cfg`` that have no finished record and collects all of them."""
 
-    def __init__(self, cfg: StudyConfig, outputs=None, progress: bool = True):
+    def __init__(self, cfg: StudyConfig, outputs=None, progress: bool | None = None):
         self.cfg = cfg
         self.outputs = paths.outputs_dir(outputs)
-        self.progress = progress
+        # None: a bar per run unless STUDYLIB_PROGRESS=0 (the test suite and the sweep's notebook
+        # kernels set it: a widget bar per epoch floods a kernel's output channel, and nbval, which
+        # reads that channel only after a cell ends, can lose the cell's end message in the flood)
+        self.progress = os.environ.get("STUDYLIB_PROGRESS", "1") != "0" if progress is None else progress
         self.dir = self.outputs / "studies" / cfg.study / cfg.hash()
         self.device = resolve_device(cfg.device)
 
@@ -66,14 +70,17 @@ class Study:
             rec = RunRecord.for_config(rc, self.outputs)
             if rec.done:
                 continue
-            try:
-                if rc.seed not in data_cache:
-                    data_cache[rc.seed] = make_data(rc.data, rc.seed).to(self.device)
-                self._run_one(rc, rec, data_cache[rc.seed])
-            except Exception as e:  # recorded, then raised or reported
-                reason = f"{type(e).__name__}: {e}"
-                rec.mark_failed(reason + "\n" + traceback.format_exc(limit=8))
-                failures.append(f"{rc.arm} seed {rc.seed}: {reason}")
+            with rec.lock():  # another process training this very run: wait, then reuse it
+                if rec.done:
+                    continue
+                try:
+                    if rc.seed not in data_cache:
+                        data_cache[rc.seed] = make_data(rc.data, rc.seed).to(self.device)
+                    self._run_one(rc, rec, data_cache[rc.seed])
+                except Exception as e:  # recorded, then raised or reported
+                    reason = f"{type(e).__name__}: {e}"
+                    rec.mark_failed(reason + "\n" + traceback.format_exc(limit=8))
+                    failures.append(f"{rc.arm} seed {rc.seed}: {reason}")
         if failures and raise_on_failure:
             raise RuntimeError("; ".join(failures))
         return StudyResults(cfg, self.outputs)

@@ -161,6 +161,7 @@ def run_point(point: Point, outputs: str, threads: int | None = None) -> dict:
     False when the study record was already done)."""
     if threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the notebook's kernel
+    os.environ["STUDYLIB_PROGRESS"] = "0"  # no per-run bars in the kernel: the sweep shows its own
     t0 = time.perf_counter()
     try:
         done = execute_study(point.study, point.profile, point.overrides_dict, outputs=outputs, progress=False)
@@ -195,7 +196,10 @@ def run_sweep(path, outputs=None, workers: int | None = None, scheduler: str | N
     name, spec, points = load_sweep(path)
     outputs = str(paths.outputs_dir(outputs))
     workers = workers or spec.get("workers") or default_workers(len(points))
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    # the cores this process may use (OMP_NUM_THREADS when set, e.g. by the test suite's split),
+    # divided between the workers: more threads than cores makes OpenMP's waiting threads spin
+    cores = int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
+    threads = max(1, cores // workers)
     statuses: list[dict] = []
     bar = tqdm(total=len(points), desc=f"sweep {name}", disable=not progress)
     status_path = Path(outputs) / "sweeps" / name / "status.json"

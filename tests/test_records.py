@@ -1,6 +1,7 @@
 """Run records: done marker written last, no recompute, unfinished runs redone, failures kept."""
 
 import json
+import threading
 
 import pytest
 import torch
@@ -55,6 +56,27 @@ def test_a_run_killed_midway_is_redone(outputs):
     assert not rec.done
     Study(cfg, outputs, progress=False).run()
     assert rec.done and rec.config()["technique"] == "erm"
+
+
+def test_a_run_being_trained_elsewhere_is_waited_for_then_reused(outputs, monkeypatch):
+    """Two processes sharing outputs (a test and a notebook, two sweeps): while one holds a run's
+    lock, the other's Study waits at that run, then finds it done and never trains it."""
+    real_fit, trained = study_mod.fit, []
+    monkeypatch.setattr(study_mod, "fit", lambda rc, data, progress=True: trained.append(rc.arm) or real_fit(rc, data, progress))
+    cfg = tiny()
+    first = cfg.runs()[0]
+    rec = RunRecord.for_config(first, outputs)
+    study = Study(cfg, outputs, progress=False)
+    with rec.lock():  # "elsewhere": this thread holds the first run and trains it
+        other = threading.Thread(target=study.run)
+        other.start()
+        other.join(timeout=3)
+        assert other.is_alive()  # waiting at the first run: it cannot finish while the lock is held
+        data = study_mod.make_data(first.data, first.seed)
+        study._run_one(first, rec, data)
+    other.join()
+    assert trained == [r.arm for r in cfg.runs()]  # each run once: the waiting study reused the first
+    assert all(r.record.done for r in study_mod.StudyResults(cfg, outputs).runs)
 
 
 def test_a_failing_run_is_recorded_and_the_others_finish(outputs, monkeypatch):

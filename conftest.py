@@ -19,6 +19,7 @@ _OUT = os.environ.get("STUDYLIB_TEST_OUTPUTS") or tempfile.mkdtemp(prefix="study
 os.environ["STUDYLIB_TEST_OUTPUTS"] = os.environ["STUDYLIB_OUTPUTS"] = _OUT
 os.environ["STUDYLIB_PROFILE"] = "smoke"
 os.environ["STUDYLIB_PROGRESS"] = "0"  # no per-epoch widget bars in nbval's kernels (see Study)
+os.environ["STUDYLIB_BATCH"] = "1"  # explorers show their initial view, no widgets (see studylib.explore)
 os.environ.setdefault("MPLBACKEND", "Agg")
 # The cores split between the workers (PYTEST_XDIST_WORKER_COUNT is set by xdist in each worker
 # before this file is imported), at most 2 threads each; OMP_NUM_THREADS passes the same to notebook

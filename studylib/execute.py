@@ -76,6 +76,7 @@ def _execute(notebook: Path, executed: Path, parameters: dict, progress: bool, l
     becomes :class:`NotebookFailed`."""
     import papermill as pm
 
+    os.environ["STUDYLIB_BATCH"] = "1"  # inherited by the kernel: explorers show a static view (studylib.explore)
     with kernel_options() as options:
         try:
             pm.execute_notebook(str(notebook), str(executed), parameters=parameters, kernel_name="python3",

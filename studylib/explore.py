@@ -1,7 +1,12 @@
-"""Interactive explorers (ipywidgets) for JupyterLab. In a non-interactive run (papermill, nbval)
-the widget renders its initial state and nothing else happens."""
+"""Interactive explorers (ipywidgets) for JupyterLab. In a batch run (papermill through studylib,
+nbval: ``STUDYLIB_BATCH=1``) no widget is built: the explorer shows its initial view as plain
+output, which is what a static copy of the notebook can show anyway (widgets need a live kernel),
+and it keeps widget traffic out of batch executions (nbclient's capture of a widget's output hung
+an execution in the test suite)."""
 
 from __future__ import annotations
+
+import os
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
@@ -40,7 +45,16 @@ def eps_explorer(results, seed: int | None = None, steps: int = 20):
         for arm, (pc, pa) in preds.items():
             print(f"  {arm:10s} {pc} → {pa}{'' if pa == y.item() else '   ✗'}")
 
-    return widgets.interactive(show, eps=eps, index=index, source=source)
+    return _interactive(show, eps=eps, index=index, source=source)
+
+
+def _interactive(show, **controls):
+    """``widgets.interactive(show, **controls)`` in a live notebook; in a batch run, ``show`` called
+    once with the controls' initial values (returns None)."""
+    if os.environ.get("STUDYLIB_BATCH") == "1":
+        show(**{name: control.value for name, control in controls.items()})
+        return None
+    return widgets.interactive(show, **controls)
 
 
 def _has(results, arm, seed):
@@ -76,4 +90,4 @@ def matrix_explorer(cells):
         across = cells[(cells.technique == technique) & (cells.metric == metric)][["scenario_key", "mean", "n"]]
         print(pd.DataFrame(across).set_index("scenario_key").round(3).to_string())
 
-    return widgets.interactive(show, technique=technique, scenario=scenario, metric=metric)
+    return _interactive(show, technique=technique, scenario=scenario, metric=metric)

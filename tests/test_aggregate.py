@@ -107,3 +107,16 @@ def test_differences_pair_with_the_erm_of_the_same_study(outputs):
     p = paired[(paired.technique == "pgd_at")].iloc[0]
     assert p.baseline == "erm arm of study adversarial" and p["diff"] == pytest.approx(0.87 - 0.56)
     assert pooled[pooled.technique == "pgd_at"].iloc[0]["diff"] == pytest.approx(0.87 - 0.10)
+
+
+def test_explorers_are_widgets_live_and_a_static_view_in_batch(monkeypatch, capsys):
+    from studylib import explore
+
+    cells = pd.DataFrame([{"technique": "erm", "scenario_key": "clean", "metric": "clean_acc", "mean": 0.9, "std": 0.01,
+                           "n": 3, "ci_low": 0.88, "ci_high": 0.92, "arm": "erm", "study": "matrix",
+                           "selected_by": "val_acc"}])
+    monkeypatch.setenv("STUDYLIB_BATCH", "1")  # papermill through studylib, nbval
+    assert explore.matrix_explorer(cells) is None
+    assert "erm · clean · clean_acc: 0.900 (n=3, 95% CI [0.880, 0.920])" in capsys.readouterr().out
+    monkeypatch.delenv("STUDYLIB_BATCH")  # a live notebook
+    assert type(explore.matrix_explorer(cells)).__name__ == "interactive"

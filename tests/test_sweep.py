@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -107,9 +108,14 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     body = text[text.index("<body"):]
     # a static report: no code prompts, no widget cells (they need a kernel), every section there
     assert "In&nbsp;[" not in body and ">Out[" not in body and "Explore (live notebook only)" not in body
-    for section in ("How each claim was made", "The technique × scenario matrix", "Published anchors"):
+    for section in ("How each claim was made", "Adversarial training vs regularization",
+                    "The technique × scenario matrix: robust training under shift", "Every study's cells",
+                    "Published anchors"):
         assert section in body, section
-    assert (out / "report" / "matrix.svg").exists()
+    assert (out / "report" / "matrix.svg").exists() and (out / "report" / "adversarial_vs_regularization.csv").exists()
+    # the matrix study's difference heatmaps: fast AT against the ERM of the same scenario
+    vs = pd.read_csv(out / "report" / "matrix_vs_erm.csv")
+    assert set(vs.technique) == {"fgsm_at"} and (out / "report" / "matrix_clean_acc.png").exists()
     listed = (out / "report" / "failures.csv").read_text()
     assert "TrainingDiverged" in listed and listed.count("matrix") >= 3
     assert (out / "report" / "matrix.png").exists() and (out / "report" / "versus_erm.csv").exists()

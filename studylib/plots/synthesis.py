@@ -80,6 +80,42 @@ def effects(diffs: pd.DataFrame, metric: str, ax=None):
     return ax.figure
 
 
+SCENARIO_ORDER = ["clean", "small_data", "label_noise", "imbalance", "spurious"]
+
+
+def matrix_effects(diffs: pd.DataFrame, metric: str):
+    """The matrix study on one scorecard axis: techniques (rows) × train-time scenarios (columns),
+    each cell the difference to the ERM of the same scenario (mean over seeds); ``*`` marks a
+    cell whose 95% CI excludes 0 (uncorrected). Coloured by benefit: green helps, red hurts, for
+    lower-is-better axes too."""
+    from ..report import METRIC_WORDS, parse_scenario_key, scenario_short
+
+    d = diffs[diffs.metric == metric].copy()
+    if d.empty:
+        return None
+    kinds = {k: parse_scenario_key(k)[1] for k in d.scenario_key.unique()}
+    order = sorted(kinds, key=lambda k: (SCENARIO_ORDER.index(kinds[k]) if kinds[k] in SCENARIO_ORDER else 99, k))
+    sign = -1 if metric in LOWER_IS_BETTER else 1
+    value = d.pivot_table(index="technique", columns="scenario_key", values="diff").reindex(columns=order)
+    star = d.pivot_table(index="technique", columns="scenario_key", values="significant", aggfunc="max").reindex(columns=order)
+    labels = value.map(lambda v: "" if pd.isna(v) else f"{v:+.2f}")
+    labels = labels + star.map(lambda v: "*" if v is True or v == 1 else "")
+    value.columns = [scenario_short(k) for k in value.columns]
+    bound = max(0.02, float(value.abs().max().max()) if value.notna().any().any() else 0.02)
+    fig, ax = plt.subplots(figsize=(1.35 * len(order) + 2.6, 0.33 * len(value) + 1.3))
+    sns.heatmap(sign * value, annot=labels.values, fmt="", cmap="RdYlGn", center=0, vmin=-bound, vmax=bound,
+                cbar=False, ax=ax, annot_kws={"fontsize": 8}, linewidths=0.5, linecolor="white")
+    words = METRIC_WORDS.get(metric, metric)
+    ax.set_title(f"{words}: difference to ERM" + (" (lower is better)" if sign < 0 else "")
+                 + "  · * 95% CI excludes 0", fontsize=10)
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    ax.tick_params(axis="both", labelsize=8)
+    plt.setp(ax.get_xticklabels(), rotation=20, ha="right", rotation_mode="anchor")
+    fig.tight_layout()
+    return fig
+
+
 def save(fig, path) -> None:
     """Write ``fig`` as PNG (for the HTML report and READMEs) and SVG (for papers) at ``path``
     without its suffix."""

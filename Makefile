@@ -12,7 +12,7 @@ PROFILE ?= quick
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.studylib-installed
 
-.PHONY: install study test lab bench clean-outputs
+.PHONY: install study test lab bench screenshot clean-outputs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ lab: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_cifar.py
+
+## the report as a reader sees it: headless Chromium (apt install chromium) renders outputs/report/
+## synthesis.html, checks its sections, prompts and widgets, and writes cropped screenshots of the
+## summary, the adversarial-training vs regularization table and the matrix to docs/report-*.png
+screenshot: $(STAMP)
+	$(BIN)/python tools/screenshot.py outputs/report/synthesis.html docs
 
 clean-outputs:
 	find outputs -mindepth 1 ! -name .gitkeep -delete

@@ -25,7 +25,7 @@ from PIL import Image
 PARTS = {  # part: (the section's heading id starts with, the next section's heading id starts with)
     "summary": ("Summary:-the-answers-first", "Adversarial-training-vs-regularization"),
     "versus": ("Adversarial-training-vs-regularization", "How-each-claim-was-made"),
-    "matrix": ("The-technique-×-scenario-matrix:-robust-training-under-shift", "Every-study's-cells"),
+    "matrix": ("The-technique-%C3%97-scenario-matrix:-robust-training-under-shift", "Every-study's-cells"),
 }
 SECTIONS = ["Summary: the answers first", "Adversarial training vs regularization", "How each claim was made",
             "The technique × scenario matrix: robust training under shift", "Published anchors"]

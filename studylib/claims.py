@@ -160,13 +160,11 @@ def claims(runs: pd.DataFrame, metrics: dict[str, str] | None = None, method: st
                 continue
             column, rule = _rule(g, d["candidates"] + d["baselines"], claim_selection_metric(d["technique"], scenario))
             arm, base = _select(g, d["candidates"], column), _select(g, d["baselines"], column)
-            t = g[g.arm == arm].groupby("seed")[metric].mean()
-            b = g[g.arm == base].groupby("seed")[metric].mean()
-            paired = pd.concat({"t": t, "b": b}, axis=1).dropna()
+            paired = paired_by_seed(g, arm, base, metric)
             diff = paired.t - paired.b
             mean, std, n, lo, hi = mean_ci(diff)
             p = _paired_p(diff)
-            cost = _cost(g, arm, base)
+            cost = cost_ratio(g, arm, base)
             rows.append({**row, "arm": arm, "baseline": base, "selected_by": f"best mean validation {rule}",
                          "value": float(paired.t.mean()), "baseline_value": float(paired.b.mean()),
                          "diff": mean, "std": std, "n": n, "ci_low": lo, "ci_high": hi,
@@ -175,6 +173,14 @@ def claims(runs: pd.DataFrame, metrics: dict[str, str] | None = None, method: st
                          "seeds": ", ".join(str(s) for s in paired.index), "cost_x_baseline": cost})
     out = pd.DataFrame(rows)
     return verdicts(out, method=method)
+
+
+def paired_by_seed(g: pd.DataFrame, arm: str, base: str, metric: str) -> pd.DataFrame:
+    """``metric`` of ``arm`` (column t) and ``base`` (column b) side by side, one row per seed both
+    have (same seed = same split and scenario draw)."""
+    t = g[g.arm == arm].groupby("seed")[metric].mean()
+    b = g[g.arm == base].groupby("seed")[metric].mean()
+    return pd.concat({"t": t, "b": b}, axis=1).dropna()
 
 
 def _paired_p(diff: pd.Series) -> float:
@@ -199,7 +205,7 @@ def _detectable(std: float, n: int, alpha: float = ALPHA, power: float = 0.8) ->
     return float((stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * std / math.sqrt(n))
 
 
-def _cost(g: pd.DataFrame, arm: str, base: str) -> float:
+def cost_ratio(g: pd.DataFrame, arm: str, base: str) -> float:
     """Training seconds per epoch of ``arm`` as a multiple of ``base``'s (same seeds)."""
     per_epoch = (g.train_seconds / g.epochs_run) if {"train_seconds", "epochs_run"} <= set(g) else None
     if per_epoch is None:

@@ -18,6 +18,7 @@ import math
 
 import pandas as pd
 
+from .claims import cost_ratio, paired_by_seed
 from .report import LOWER_IS_BETTER, METRIC_WORDS, mean_ci, scenario_words
 
 # label, study, arm, baseline (None: the baseline its claim selected), purpose, approach
@@ -72,12 +73,8 @@ def _pair(runs: pd.DataFrame, claims_table: pd.DataFrame, study: str, arm: str, 
 def _diff(g: pd.DataFrame, arm: str, base: str, metric: str):
     if metric not in g or g.loc[g.arm.isin([arm, base]), metric].isna().any():
         return None
-    t = g[g.arm == arm].groupby("seed")[metric].mean()
-    b = g[g.arm == base].groupby("seed")[metric].mean()
-    paired = pd.concat({"t": t, "b": b}, axis=1).dropna()
-    if paired.empty:
-        return None
-    return mean_ci(paired.t - paired.b)
+    paired = paired_by_seed(g, arm, base, metric)
+    return mean_ci(paired.t - paired.b) if len(paired) else None
 
 
 def _row(metric: str) -> str:
@@ -92,11 +89,8 @@ def _cell(d) -> str:
 
 
 def _cost(g: pd.DataFrame, arm: str, base: str) -> str:
-    if not {"train_seconds", "epochs_run"} <= set(g):
-        return "—"
-    per_epoch = g.train_seconds / g.epochs_run
-    a, b = per_epoch[g.arm == arm].mean(), per_epoch[g.arm == base].mean()
-    return f"{a / b:.1f}× per epoch" if b and not math.isnan(a / b) else "—"
+    ratio = cost_ratio(g, arm, base)
+    return "—" if math.isnan(ratio) else f"{ratio:.1f}× per epoch"
 
 
 def _significant(d, metric: str) -> str | None:

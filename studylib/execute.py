@@ -71,13 +71,31 @@ def kernel_options():
         shutil.rmtree(sockets, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def kernel_env():
+    """The environment a batch kernel inherits, for this execution only (the caller's own environment,
+    e.g. a JupyterLab session that called a sweep, is restored after): ``STUDYLIB_BATCH=1``
+    (explorers show a static view, no widgets: :mod:`studylib.explore`) and ``STUDYLIB_PROGRESS=0``
+    (no per-run bars in the kernel: the sweep shows its own, and a widget bar per epoch floods the
+    kernel's output channel)."""
+    saved = {k: os.environ.get(k) for k in ("STUDYLIB_BATCH", "STUDYLIB_PROGRESS")}
+    os.environ.update(STUDYLIB_BATCH="1", STUDYLIB_PROGRESS="0")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _execute(notebook: Path, executed: Path, parameters: dict, progress: bool, label: str) -> None:
     """papermill ``notebook`` → ``executed``, with the kit's kernel options; a cell's exception
     becomes :class:`NotebookFailed`."""
     import papermill as pm
 
-    os.environ["STUDYLIB_BATCH"] = "1"  # inherited by the kernel: explorers show a static view (studylib.explore)
-    with kernel_options() as options:
+    with kernel_env(), kernel_options() as options:
         try:
             pm.execute_notebook(str(notebook), str(executed), parameters=parameters, kernel_name="python3",
                                 progress_bar=progress, cwd=str(paths.notebooks_dir()), **options)

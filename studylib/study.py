@@ -47,8 +47,8 @@ class Study:
     def __init__(self, cfg: StudyConfig, outputs=None, progress: bool | None = None):
         self.cfg = cfg
         self.outputs = paths.outputs_dir(outputs)
-        # None: a bar per run unless STUDYLIB_PROGRESS=0 (the test suite and the sweep's notebook
-        # kernels set it: a widget bar per epoch floods a kernel's output channel, and nbval, which
+        # None: a bar per run unless STUDYLIB_PROGRESS=0 (the test suite and batch notebook kernels,
+        # studylib.execute.kernel_env, set it: a widget bar per epoch floods a kernel's output channel, and nbval, which
         # reads that channel only after a cell ends, can lose the cell's end message in the flood)
         self.progress = os.environ.get("STUDYLIB_PROGRESS", "1") != "0" if progress is None else progress
         self.dir = self.outputs / "studies" / cfg.study / cfg.hash()

@@ -161,7 +161,6 @@ def run_point(point: Point, outputs: str, threads: int | None = None) -> dict:
     False when the study record was already done)."""
     if threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the notebook's kernel
-    os.environ["STUDYLIB_PROGRESS"] = "0"  # no per-run bars in the kernel: the sweep shows its own
     t0 = time.perf_counter()
     try:
         done = execute_study(point.study, point.profile, point.overrides_dict, outputs=outputs, progress=False)

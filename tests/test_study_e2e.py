@@ -73,3 +73,15 @@ def test_a_failing_notebook_keeps_finished_runs_and_its_executed_copy(tmp_path):
     record = next((tmp_path / "studies" / "adversarial").iterdir())
     assert (record / "notebook.ipynb").exists() and not (record / "done").exists()
     assert len(list((tmp_path / "runs" / "adversarial").glob("*/done"))) == 5
+
+
+def test_a_batch_kernel_gets_no_widgets_or_bars_and_the_caller_keeps_its_environment(monkeypatch):
+    import os
+
+    from studylib import execute
+
+    monkeypatch.delenv("STUDYLIB_BATCH", raising=False)
+    monkeypatch.setenv("STUDYLIB_PROGRESS", "1")  # e.g. a JupyterLab session that starts a sweep
+    with execute.kernel_env():
+        assert os.environ["STUDYLIB_BATCH"] == "1" and os.environ["STUDYLIB_PROGRESS"] == "0"
+    assert "STUDYLIB_BATCH" not in os.environ and os.environ["STUDYLIB_PROGRESS"] == "1"

@@ -22,8 +22,9 @@ def test_pgd_at_beats_erm_on_pgd_accuracy_by_a_wide_margin():
     assert s.loc["pgd_at", "robust_acc"] > s.loc["erm", "robust_acc"] + 0.15, s.robust_acc
     assert s.loc["pgd_at", "clean_acc"] > 0.9 and s.loc["erm", "clean_acc"] > 0.93
     assert results.flags() == []
-    # the cost columns are there and sane; their sizes are timings, measured by `make bench`, not asserted
-    assert (s.train_seconds > 0).all() and (s.cost_x_erm > 0).all()
+    # the cost columns are recorded for every arm; their sizes are timings (make bench), never asserted.
+    # ERM's multiple of itself is 1 by definition, whatever the machine's load
+    assert s[["train_seconds", "cost_x_erm"]].notna().all().all()
     assert s.loc["erm", "cost_x_erm"] == pytest.approx(1.0)
 
 

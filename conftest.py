@@ -11,7 +11,9 @@ record, :meth:`studylib.records.RunRecord.lock`), then reused. Tests that need a
 take the ``outputs`` fixture."""
 
 import os
+import re
 import tempfile
+from pathlib import Path
 
 import torch
 
@@ -30,3 +32,48 @@ _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 _threads = max(1, min(2, (os.cpu_count() or 1) // _workers))
 os.environ["OMP_NUM_THREADS"] = str(_threads)
 torch.set_num_threads(_threads)
+
+
+# -- the xdist schedule: a study's test module and its notebook on one worker, longest first ---------
+# A study's test module and its notebook train the same smoke runs. On two workers at once, one of
+# them would wait on the other's run locks (a core idle for the length of the study); as one work
+# unit they run back to back and the second reuses the first's runs. Units go out longest first
+# (sequential seconds measured on 2026-12-02), so that the workers finish together.
+_STUDIES = {p.stem for p in (Path(__file__).parent / "params").glob("*.yaml")}
+_SHARES_RUNS = {"tests/test_study_e2e.py": "adversarial"}  # reuses the adversarial study's smoke runs
+_LONGEST_FIRST = ["adversarial", "tests/test_sweep.py", "elr", "deq", "self_adaptive", "cw_erm",
+                  "tests/test_standard.py", "matrix", "regularization", "dropout", "noise_augmentation",
+                  "tests/test_records.py", "tests/test_attacks.py", "synergy", "dro"]
+
+
+def _unit(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    if path in _SHARES_RUNS:
+        return _SHARES_RUNS[path]
+    m = re.fullmatch(r"tests/test_(\w+)\.py|notebooks/(\w+)\.ipynb", path)
+    name = m and (m.group(1) or m.group(2))
+    return name if name in _STUDIES else path
+
+
+def _rank(nodeid: str) -> int:
+    unit = _unit(nodeid)
+    return _LONGEST_FIRST.index(unit) if unit in _LONGEST_FIRST else len(_LONGEST_FIRST)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: _rank(item.nodeid))  # stable: a notebook's cells keep their order
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` (pyproject's addopts) becomes: one work unit per study (its test module
+    and notebook), otherwise per file, handed out in the order above."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class StudyScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    config.option.loadscopereorder = False  # keep the longest-first order of the collection
+    return StudyScheduling(config, log)

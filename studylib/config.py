@@ -338,6 +338,12 @@ class RunConfig(_Common):
     def hash(self) -> str:
         return config_hash(self)
 
+    def content_hash(self) -> str:
+        """The hash of what the run computes: the config less the names that only say where it
+        belongs (study, arm, profile). Two studies that ask for the same run share one training
+        (:meth:`studylib.records.RunRecord.twin`)."""
+        return config_hash(self, names=False)
+
 
 class StudyConfig(_Common):
     """A study: shared settings, the arms to compare and the seeds."""
@@ -396,13 +402,14 @@ class StudyConfig(_Common):
 
 
 # -- loading -------------------------------------------------------------------------------------
-def config_hash(cfg: BaseModel) -> str:
+def config_hash(cfg: BaseModel, names: bool = True) -> str:
     """A short stable hash of the full resolved config (canonical JSON), without ``data.root``
     (where the files sit does not change a result) and an arm's ``baseline`` and ``role`` (how the
-    report reads a result does not either)."""
+    report reads a result does not either); ``names=False`` leaves out the study, arm and profile
+    names too."""
     dump = cfg.model_dump(mode="json", exclude={"data": {"root"}})
-    dump.pop("baseline", None)
-    dump.pop("role", None)
+    for key in ("baseline", "role") if names else ("baseline", "role", "study", "arm", "profile"):
+        dump.pop(key, None)
     text = json.dumps(dump, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

@@ -10,6 +10,11 @@
 * ``done``          written last, atomically: a record without it is unfinished and is redone
 * ``failed.json``   instead of ``done`` when the run raised (the reason is kept)
 
+A run that another study already computed (the same config but for the study, arm and profile
+names: :meth:`studylib.config.RunConfig.content_hash`) is not trained again: its files are copied
+into this study's record, with ``reused_from`` in ``env.json``. ``outputs/runs/.shared/<content
+hash>`` names the record that computed it, and its ``.lock`` beside it is held while it trains.
+
 ``outputs/studies/<study>/<hash of the StudyConfig>/`` holds the study's config, the executed
 notebook (``notebook.ipynb``), the list of its runs and its own ``done``. Every file is written to
 a temporary name and renamed, so concurrent writers never leave a half-written record.
@@ -22,6 +27,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from importlib import metadata
@@ -117,12 +123,17 @@ def environment(device: torch.device | None = None) -> dict:
 class RunRecord:
     """The record directory of one run."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, content: str | None = None):
         self.dir = Path(directory)
+        self.content = content  # the run's content hash (None: a record read back, not shared)
 
     @classmethod
     def for_config(cls, cfg, outputs=None) -> "RunRecord":
-        return cls(paths.outputs_dir(outputs) / "runs" / cfg.study / cfg.hash())
+        return cls(paths.outputs_dir(outputs) / "runs" / cfg.study / cfg.hash(), cfg.content_hash())
+
+    @property
+    def _shared(self) -> Path:
+        return self.dir.parent.parent / ".shared"
 
     # -- state ----------------------------------------------------------------------------------
     @property
@@ -134,24 +145,53 @@ class RunRecord:
         return (self.dir / "failed.json").exists() and not self.done
 
     @contextlib.contextmanager
-    def lock(self):
-        """Held while this run trains. A second process asking for the same run (two sweeps, or a
-        test and a notebook, sharing one outputs directory) waits here, then finds the run done
-        and reuses it instead of training it again. An advisory ``flock`` on ``.<hash>.lock`` beside
-        the record (the record itself holds only its files): released by the OS if the holder dies;
-        where there is no ``fcntl`` (Windows) no lock is taken."""
+    def lock(self, wait: bool = True):
+        """Held while this run trains; yields whether it was taken. A second process asking for the
+        same run, or for the same content in another study (two sweeps, a test and a notebook, two
+        studies of one sweep, sharing one outputs directory), waits here, then finds the run done and
+        reuses it instead of training it again; with ``wait=False`` it is told at once (False) and
+        can do other runs first. An advisory ``flock`` on ``.shared/<content hash>.lock`` (on
+        ``.<hash>.lock`` beside a record without a content hash): released by the OS if the holder
+        dies; where there is no ``fcntl`` (Windows) no lock is taken."""
         try:
             import fcntl
         except ImportError:
-            yield
+            yield True
             return
-        self.dir.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.dir.parent / f".{self.dir.name}.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        path = self._shared / f"{self.content}.lock" if self.content else self.dir.parent / f".{self.dir.name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
             try:
-                yield
+                fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def twin(self) -> "RunRecord | None":
+        """The finished record, in another study, of a run with this one's content, if any."""
+        ref = self._shared / self.content if self.content else None
+        if ref is None or not ref.is_file():
+            return None
+        other = RunRecord(self.dir.parent.parent / ref.read_text().strip())
+        return other if other.done and other.dir != self.dir else None
+
+    def copy_from(self, other: "RunRecord", config: dict) -> None:
+        """Finish this record with ``other``'s results (the same computation, another study's
+        names): its weights, history and metrics; this run's config; ``reused_from`` in env.json."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "failed.json").unlink(missing_ok=True)
+        for name in ("history.json", "metrics.json", "model.pt"):
+            if (other.dir / name).exists():
+                tmp = self.dir / f".{name}.tmp"
+                shutil.copyfile(other.dir / name, tmp)
+                os.replace(tmp, self.dir / name)
+        atomic_write_json(self.dir / "env.json", {**other.env(), "reused_from": str(other.dir.relative_to(self.dir.parent.parent))})
+        atomic_write_json(self.dir / "config.json", config)
+        atomic_write_json(self.dir / "done", {"finished": _now()})
 
     # -- writing --------------------------------------------------------------------------------
     def start(self, config: dict, env: dict) -> None:
@@ -169,6 +209,9 @@ class RunRecord:
 
     def mark_done(self) -> None:
         atomic_write_json(self.dir / "done", {"finished": _now()})
+        if self.content:  # other studies asking for this content copy it from here
+            self._shared.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self._shared / self.content, str(self.dir.relative_to(self.dir.parent.parent)).encode())
 
     def mark_failed(self, reason: str) -> None:
         atomic_write_json(self.dir / "failed.json", {"reason": reason, "time": _now()})

@@ -66,24 +66,37 @@ class Study:
                                                    for r in runs])
         failures = []
         data_cache: dict[int, Data] = {}
-        for rc in runs:
-            rec = RunRecord.for_config(rc, self.outputs)
-            if rec.done:
-                continue
-            with rec.lock():  # another process training this very run: wait, then reuse it
+        # A run in training elsewhere (another process, or another study wanting the same content)
+        # is put off while this study trains its other runs, then waited for and reused.
+        pending = [(rc, RunRecord.for_config(rc, self.outputs)) for rc in runs]
+        for wait in (False, True):
+            put_off = []
+            for rc, rec in pending:
                 if rec.done:
                     continue
-                try:
-                    if rc.seed not in data_cache:
-                        data_cache[rc.seed] = make_data(rc.data, rc.seed).to(self.device)
-                    self._run_one(rc, rec, data_cache[rc.seed])
-                except Exception as e:  # recorded, then raised or reported
-                    reason = f"{type(e).__name__}: {e}"
-                    rec.mark_failed(reason + "\n" + traceback.format_exc(limit=8))
-                    failures.append(f"{rc.arm} seed {rc.seed}: {reason}")
+                with rec.lock(wait=wait) as taken:
+                    if not taken:
+                        put_off.append((rc, rec))
+                    elif not rec.done:
+                        self._run_or_reuse(rc, rec, data_cache, failures)
+            pending = put_off
         if failures and raise_on_failure:
             raise RuntimeError("; ".join(failures))
         return StudyResults(cfg, self.outputs)
+
+    def _run_or_reuse(self, rc: RunConfig, rec: RunRecord, data_cache: dict, failures: list) -> None:
+        twin = rec.twin()
+        if twin is not None:  # the same computation, done for another study: copied, not retrained
+            rec.copy_from(twin, rc.model_dump(mode="json"))
+            return
+        try:
+            if rc.seed not in data_cache:
+                data_cache[rc.seed] = make_data(rc.data, rc.seed).to(self.device)
+            self._run_one(rc, rec, data_cache[rc.seed])
+        except Exception as e:  # recorded, then raised or reported
+            reason = f"{type(e).__name__}: {e}"
+            rec.mark_failed(reason + "\n" + traceback.format_exc(limit=8))
+            failures.append(f"{rc.arm} seed {rc.seed}: {reason}")
 
     def _run_one(self, rc: RunConfig, rec: RunRecord, data: Data) -> None:
         rec.start(rc.model_dump(mode="json"), {**environment(self.device), "seed": rc.seed})

@@ -61,7 +61,20 @@ def seed_everything(seed: int, deterministic: bool = True, device: torch.device 
         torch.backends.cudnn.allow_tf32 = not deterministic
         if deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    _deterministic_algorithms(deterministic)
+
+
+def _deterministic_algorithms(mode: bool) -> None:
+    """``torch.use_deterministic_algorithms(mode, warn_only=True)`` without its first-call cost:
+    the public call imports ``torch._inductor`` (≈1 s, in every notebook kernel and sweep worker)
+    just to set inductor's own flag, which matters only to ``torch.compile`` — set it when inductor
+    is loaded (compiling loads it first)."""
+    import sys
+
+    if "torch._inductor.config" in sys.modules or not hasattr(torch._C, "_set_deterministic_algorithms"):
+        torch.use_deterministic_algorithms(mode, warn_only=True)
+    else:
+        torch._C._set_deterministic_algorithms(mode, warn_only=True)
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -181,6 +194,8 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True) -> FitResult:
         model = model.to(memory_format=torch.channels_last)
     # the module the training steps call: compiled when asked (the plain one keeps the state dict,
     # validation and the scorecard, so evaluation never waits on a recompile)
+    if cfg.train.compile:  # the public call, which sets inductor's determinism flag too
+        torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
     step_model = torch.compile(model) if cfg.train.compile else model
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
     technique_cls = get_technique(cfg.technique)

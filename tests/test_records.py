@@ -75,8 +75,31 @@ def test_a_run_being_trained_elsewhere_is_waited_for_then_reused(outputs, monkey
         data = study_mod.make_data(first.data, first.seed)
         study._run_one(first, rec, data)
     other.join()
-    assert trained == [r.arm for r in cfg.runs()]  # each run once: the waiting study reused the first
+    # each run once: the waiting study did its other runs meanwhile, then reused the first
+    assert sorted(trained) == sorted(r.arm for r in cfg.runs()) and trained[-1] == first.arm
     assert all(r.record.done for r in study_mod.StudyResults(cfg, outputs).runs)
+
+
+def test_a_run_another_study_computed_is_copied_not_retrained(outputs, monkeypatch):
+    """ELR's and SAT's studies both train CE, early-stopped CE and ELR on the same noisy digits:
+    a run whose config differs only in the study, arm or profile name is trained once; the second
+    study's record holds the same weights and metrics, its own names, and where they came from."""
+    real_fit, trained = study_mod.fit, []
+    monkeypatch.setattr(study_mod, "fit", lambda rc, data, progress=True: trained.append(rc.study) or real_fit(rc, data, progress))
+    first = tiny(arms={a: None for a in ("fgsm_at", "pgd_at", "trades", "trades_sat")})  # ERM only
+    second = first.model_copy(update={"study": "adversarial_again", "profile": "quick",
+                                      "arms": {"plain_erm": first.arms["erm"], "other": first.arms["erm"].model_copy(
+                                          update={"train": {"epochs": 2}})}})
+    a = Study(first, outputs, progress=False).run()
+    b = Study(second, outputs, progress=False).run()
+    assert trained == ["adversarial", "adversarial_again"]  # "other" trains: 2 epochs is other content
+    shared, own = b.run("plain_erm"), b.run("other")
+    assert shared.record.config()["arm"] == "plain_erm" and shared.record.config()["study"] == "adversarial_again"
+    assert shared.record.env()["reused_from"] == str(a.run("erm").record.dir.relative_to(outputs / "runs"))
+    assert shared.metrics == a.run("erm").metrics
+    sa, sb = a.run("erm").record.state_dict(), shared.record.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert "reused_from" not in own.record.env()
 
 
 def test_a_failing_run_is_recorded_and_the_others_finish(outputs, monkeypatch):

@@ -15,15 +15,17 @@ STAMP := $(VENV)/.studylib-installed
 .PHONY: install study test lab bench screenshot clean-outputs
 
 # Set-up: torch through pip (so TORCH_SPEC's pip options, and pip's own configuration, pick the
-# build), then the kit and the rest through uv, which resolves and installs in parallel. Both
-# byte-compile at install: where PYTHONDONTWRITEBYTECODE is set (as on the CI machines) nothing is
-# compiled later, and every kernel and worker would compile its imports from source (imports took
-# twice as long, the suite 1.6× as long).
+# build), then the kit and the rest through uv, which resolves and installs in parallel (uv reads
+# its own settings, UV_INDEX_URL / UV_FIND_LINKS, not pip's: where it cannot reach the packages,
+# pip installs them instead). Both byte-compile at install: where PYTHONDONTWRITEBYTECODE is set
+# (as on the CI machines) nothing is compiled later, and every kernel and worker would compile its
+# imports from source (imports took twice as long, the suite 1.6× as long).
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode -e ".[dev]"
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode -e ".[dev]" \
+	  || $(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/python -m pip check
 	@touch $@
 

@@ -9,7 +9,9 @@ are exceptions — :class:`~studylib.config.ConfigError` and :class:`~studylib.d
 before any work, :class:`NotebookFailed` when a cell raised — which the command prints in one line
 and a sweep records. Kernels talk to this process over IPC (Unix sockets in a private temporary
 directory) rather than TCP on localhost: no port is opened, and ipykernel does not warn about
-unencrypted TCP on every start.
+unencrypted TCP on every start. The kernel's own log (not the notebook's output) is kept to
+critical messages: jupyter_client interrupts a kernel before shutting it down, and a kernel caught
+handling a late message logged "KeyboardInterrupt caught in kernel" into the sweep's output.
 """
 
 from __future__ import annotations
@@ -58,15 +60,17 @@ class StudyExecution:
 def kernel_options():
     """Keyword arguments for ``papermill.execute_notebook`` that start the kernel on IPC transport,
     its sockets in a fresh private directory removed afterwards (a unique path per execution, so
-    concurrent kernels never pick the same socket). Elsewhere than on POSIX: TCP, as by default."""
+    concurrent kernels never pick the same socket). Elsewhere than on POSIX: TCP, as by default.
+    The kernel logs critical messages only (cell errors reach the executed notebook as before)."""
+    quiet = {"extra_arguments": ["--IPKernelApp.log_level=CRITICAL"]}
     if os.name != "posix":
-        yield {}
+        yield quiet
         return
     from traitlets.config import Config
 
     sockets = tempfile.mkdtemp(prefix="studylib-kernel-")  # mode 0700: only this user can connect
     try:
-        yield {"config": Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "ipc")}})}
+        yield {**quiet, "config": Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "ipc")}})}
     finally:
         shutil.rmtree(sockets, ignore_errors=True)
 

@@ -164,6 +164,10 @@ class RunRecord:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                taken = False
+            else:
+                taken = True
+            if not taken:
                 yield False
                 return
             try:
@@ -171,13 +175,21 @@ class RunRecord:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def twin(self) -> "RunRecord | None":
-        """The finished record, in another study, of a run with this one's content, if any."""
+    def twin(self, device: str | None = None) -> "RunRecord | None":
+        """The finished record, in another study, of a run with this one's content, if any (and,
+        given ``device``, trained on that kind of device: ``device: auto`` hashes alike on a GPU and
+        a CPU worker, and a reused run's cost is the original's)."""
         ref = self._shared / self.content if self.content else None
         if ref is None or not ref.is_file():
             return None
         other = RunRecord(self.dir.parent.parent / ref.read_text().strip())
-        return other if other.done and other.dir != self.dir else None
+        if not other.done or other.dir == self.dir:
+            return None
+        try:
+            same_device = device is None or str(other.env().get("device")).split(":")[0] == device
+        except RecordError:
+            return None
+        return other if same_device else None
 
     def copy_from(self, other: "RunRecord", config: dict) -> None:
         """Finish this record with ``other``'s results (the same computation, another study's

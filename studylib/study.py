@@ -85,10 +85,14 @@ class Study:
         return StudyResults(cfg, self.outputs)
 
     def _run_or_reuse(self, rc: RunConfig, rec: RunRecord, data_cache: dict, failures: list) -> None:
-        twin = rec.twin()
-        if twin is not None:  # the same computation, done for another study: copied, not retrained
-            rec.copy_from(twin, rc.model_dump(mode="json"))
-            return
+        # the same computation, done for another study on this kind of device: copied, not retrained
+        twin = rec.twin(self.device.type)
+        if twin is not None:
+            try:
+                rec.copy_from(twin, rc.model_dump(mode="json"))
+                return
+            except Exception:  # the other record went away or is unreadable: train it here instead
+                pass
         try:
             if rc.seed not in data_cache:
                 data_cache[rc.seed] = make_data(rc.data, rc.seed).to(self.device)

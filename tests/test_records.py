@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 
 import pytest
 import torch
@@ -60,23 +61,29 @@ def test_a_run_killed_midway_is_redone(outputs):
 
 def test_a_run_being_trained_elsewhere_is_waited_for_then_reused(outputs, monkeypatch):
     """Two processes sharing outputs (a test and a notebook, two sweeps): while one holds a run's
-    lock, the other's Study waits at that run, then finds it done and never trains it."""
+    lock, the other's Study puts that run off, does its other runs, then waits for it and reuses it
+    instead of training it."""
     real_fit, trained = study_mod.fit, []
-    monkeypatch.setattr(study_mod, "fit", lambda rc, data, progress=True: trained.append(rc.arm) or real_fit(rc, data, progress))
+    monkeypatch.setattr(study_mod, "fit", lambda rc, data, progress=True: trained.append(
+        (rc.arm, threading.current_thread().name)) or real_fit(rc, data, progress))
     cfg = tiny()
-    first = cfg.runs()[0]
+    first, rest = cfg.runs()[0], cfg.runs()[1:]
     rec = RunRecord.for_config(first, outputs)
     study = Study(cfg, outputs, progress=False)
     with rec.lock():  # "elsewhere": this thread holds the first run and trains it
-        other = threading.Thread(target=study.run)
+        other = threading.Thread(target=study.run, name="study")
         other.start()
-        other.join(timeout=3)
-        assert other.is_alive()  # waiting at the first run: it cannot finish while the lock is held
+        deadline = time.time() + 300
+        while not all(RunRecord.for_config(r, outputs).done for r in rest) and time.time() < deadline:
+            time.sleep(0.1)
+        assert all(RunRecord.for_config(r, outputs).done for r in rest)  # it did its other runs meanwhile
+        time.sleep(0.5)
+        assert other.is_alive() and not rec.done  # and now waits at the first: it cannot finish
         data = study_mod.make_data(first.data, first.seed)
         study._run_one(first, rec, data)
     other.join()
-    # each run once: the waiting study did its other runs meanwhile, then reused the first
-    assert sorted(trained) == sorted(r.arm for r in cfg.runs()) and trained[-1] == first.arm
+    assert sorted(arm for arm, _ in trained) == sorted(r.arm for r in cfg.runs())  # each run once
+    assert (first.arm, "study") not in trained  # the waiting study reused the first run
     assert all(r.record.done for r in study_mod.StudyResults(cfg, outputs).runs)
 
 

@@ -5,6 +5,7 @@ imports this module; problems arrive as exceptions and leave as one ``studylib: 
     studylib check <params.yaml | study> [--profile P]
     studylib sweep <sweep.yaml | name> [--workers N] [--scheduler tcp://host:port] [--data-root DIR]
     studylib report [--profile P]
+    studylib audit <study> [--profile P] [--arm A]... [--tolerance T] [--max-examples N]
     studylib data download|check|list [NAME] [--root DIR] [--mirror URL]
     studylib list
 
@@ -21,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import datasets
+from . import datasets, paths
 from .config import PROFILES, SCENARIOS, ConfigError, DATASETS, check_params_file, load_study, study_names
 from .datasets import DataError
 from .records import RecordError, read_json
@@ -107,6 +108,53 @@ def cmd_sweep(args) -> int:
     failed = [s for s in statuses if s["status"] != "done"]
     print(f"sweep: {len(statuses) - len(failed)} done, {len(failed)} failed in {time.perf_counter() - t0:.1f} s")
     return 1 if failed else 0
+
+
+def cmd_audit(args) -> int:
+    """The standard AutoAttack, afresh on every finished run's checkpoint of a study (studylib.audit):
+    a line per run, the table in <outputs>/audit/<study>-<profile>.csv, exit 1 if a number is overstated."""
+    import pandas as pd
+
+    from .audit import TOLERANCE, audit_run
+    from .records import iter_run_records
+
+    tolerance = TOLERANCE if args.tolerance is None else args.tolerance
+    if args.study not in study_names():
+        return _err(f"unknown study {args.study!r} (known: {', '.join(study_names())})")
+    todo = []
+    for rec in iter_run_records(args.outputs, args.study):
+        try:
+            cfg = rec.config() if rec.done else None
+        except RecordError as e:
+            return _err(str(e))
+        if cfg and cfg.get("profile") == args.profile and (not args.arm or cfg.get("arm") in args.arm) \
+                and cfg.get("eval", {}).get("attacks"):
+            todo.append(rec)
+    if not todo:
+        return _err(f"no finished {args.study} runs of profile {args.profile}"
+                    f"{' and arms ' + ', '.join(args.arm) if args.arm else ''} with attacks under "
+                    f"{paths.outputs_dir(args.outputs) / 'runs'}")
+    rows = []
+    for rec in todo:
+        try:
+            r = audit_run(rec.dir, tolerance, args.max_examples)
+        except RecordError as e:
+            return _err(str(e))
+        rows.append(r)
+        verdict = {True: "OVERSTATED", False: "holds", None: "(subset: no verdict)"}[r["overstated"]]
+        print(f"{r['arm']:14s} seed {r['seed']}: reported {r['reported']:.4f}, AutoAttack {r['independent']:.4f} "
+              f"({r['diff']:+.4f}) at ε={r['eps']:g} on {r['n']} examples: {verdict} ({r['seconds']:.0f} s)", flush=True)
+    out = paths.outputs_dir(args.outputs) / "audit"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{args.study}-{args.profile}.csv"
+    table = pd.DataFrame(rows)
+    if path.exists():  # earlier audits of other runs (or arms) of the study stay; a rerun replaces its rows
+        before = pd.read_csv(path)
+        table = pd.concat([before[~before.record.isin(table.record)], table], ignore_index=True)
+    table.to_csv(path, index=False)
+    bad = [r for r in rows if r["overstated"]]
+    print(f"audit: {len(rows)} runs, {len(bad)} overstated (tolerance {tolerance:g}); table: {path}")
+    return 1 if bad else 0
 
 
 def cmd_check(args) -> int:
@@ -227,6 +275,17 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.add_argument("--data-root", help="where the standard datasets are (default: $STUDYLIB_DATA_ROOT or <project>/data)")
     sweep.set_defaults(func=cmd_sweep)
+    aud = sub.add_parser("audit", help="the standard AutoAttack afresh on a study's saved checkpoints: is any "
+                                       "reported robust accuracy overstated?")
+    aud.add_argument("study")
+    aud.add_argument("--profile", choices=PROFILES, default="quick", help="whose runs (default: quick, the report's)")
+    aud.add_argument("--arm", action="append", help="only this arm (repeatable; default: every arm with attacks)")
+    aud.add_argument("--tolerance", type=float, default=None,
+                     help="accuracy below the reported one still taken as agreement (default: 0.01)")
+    aud.add_argument("--max-examples", type=int, default=None,
+                     help="attack only the first N attacked examples (a quick look: no verdict)")
+    aud.add_argument("--outputs", help="outputs directory (default: $STUDYLIB_OUTPUTS or <project>/outputs)")
+    aud.set_defaults(func=cmd_audit)
     check = sub.add_parser("check", help="validate a params file or a study without running")
     check.add_argument("target", help="a params file, or a study name")
     check.add_argument("--profile", choices=PROFILES, default=None)

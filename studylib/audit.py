@@ -1,0 +1,72 @@
+"""An independent check of a reported robust accuracy, from the run's saved checkpoint.
+
+The scorecard's robust accuracy comes from the profile's attacks (quick: FGSM, PGD-20, APGD-CE and
+APGD-T with 3 target classes; a technique's own, such as the DEQ's). The audit attacks the run
+again with a different and stronger attack: the **standard AutoAttack** (Croce & Hein's own code,
+``pyautoattack``: APGD-CE, then APGD-T over every other class, then FAB-T, then Square with 5000
+queries, each on the examples the ones before it left). It starts from the weights in ``model.pt``,
+not from the training process. It runs on the same attacked test examples at the run's main ε, and
+clean errors count as broken, as in the scorecard.
+
+A reported number is **overstated** when the independent attack leaves fewer of those examples robust
+than the record says, by more than ``tolerance`` (a share of the attacked examples). Both numbers
+are over the same examples, so the comparison is exact up to the attacks' own randomness; no
+confidence interval is involved.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from .config import RunConfig
+from .data import make_data
+from .evaluate import attack_subset
+from .models import build_model
+from .records import RecordError, RunRecord
+from .robust import robust_evaluation
+
+TOLERANCE = 0.01  # one point of accuracy: the attacks' own randomness, not a statistical margin
+
+
+def load_model(rec: RunRecord, cfg: RunConfig, data):
+    """The run's selected model rebuilt from its config and ``model.pt`` (CPU, eval mode)."""
+    model = build_model(cfg.model, data.input_shape, data.num_classes, data.mean, data.std)
+    model.load_state_dict(rec.state_dict())
+    return model.eval()
+
+
+def audit_run(record_dir, tolerance: float = TOLERANCE, max_examples: int | None = None) -> dict:
+    """The standard AutoAttack on one finished run's checkpoint. Returns the run's names, ``eps``,
+    ``n`` (the attacked examples), ``reported`` (its robust accuracy at the main ε), ``independent``
+    (AutoAttack's), ``diff`` (independent − reported), ``overstated``, what ran, and ``seconds``.
+    ``max_examples`` attacks only the first of the run's attacked examples. This is for quick looks
+    only: ``reported`` stays the number over all of them, so ``overstated`` is then left out."""
+    rec = RunRecord(Path(record_dir))
+    if not rec.done:
+        raise RecordError(f"{rec.dir}: not a finished run (no done marker)")
+    cfg = RunConfig.model_validate(rec.config())
+    metrics = rec.metrics()["metrics"]
+    if "robust_acc" not in metrics:
+        raise RecordError(f"{rec.dir}: the run has no robust accuracy to check (its eval ran no attack)")
+    data = make_data(cfg.data, cfg.seed)
+    model = load_model(rec, cfg, data)
+    sub = attack_subset(len(data.test), cfg.eval.max_examples, cfg.seed)
+    if max_examples is not None:
+        sub = sub[:max_examples]
+    eps = cfg.eval.main_eps
+    ecfg = cfg.eval.model_copy(update={"attacks": ["autoattack"], "eps": [eps], "main_eps": eps, "strong_eps": "all"})
+    t0 = time.perf_counter()
+    with torch.random.fork_rng():
+        result = robust_evaluation(model, data.test.x[sub], data.test.y[sub], ecfg, data.num_classes, cfg.seed)
+    independent = next(r["acc"] for r in result.curve if r["attack"] == "worst" and r["eps"] == eps)
+    reported = float(metrics["robust_acc"])
+    full = max_examples is None or max_examples >= len(attack_subset(len(data.test), cfg.eval.max_examples, cfg.seed))
+    return {"study": cfg.study, "arm": cfg.arm, "technique": cfg.technique, "seed": cfg.seed, "profile": cfg.profile,
+            "eps": eps, "n": int(len(sub)), "reported": reported, "independent": independent,
+            "diff": independent - reported,
+            "overstated": (independent < reported - tolerance) if full else None,
+            "attacks": ", ".join(result.attacks["run"]), "notes": "; ".join(result.attacks["notes"].values()),
+            "seconds": round(time.perf_counter() - t0, 1), "record": str(rec.dir)}

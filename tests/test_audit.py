@@ -1,0 +1,70 @@
+"""The independent robustness audit (studylib.audit, ``studylib audit``): the standard AutoAttack run
+afresh on a saved checkpoint catches a reported robust accuracy that is overstated."""
+
+import json
+
+import pandas as pd
+import pytest
+
+import studylib as sl
+from studylib.audit import audit_run
+from studylib.cli import main
+from studylib.records import RecordError
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One small finished run (the synergy study's MLP, ERM, 3 epochs), FGSM + PGD-10 at ε = 0.1 on
+    30 attacked test examples."""
+    out = tmp_path_factory.mktemp("audit") / "outputs"
+    cfg = sl.load_study("synergy", profile="smoke", overrides={
+        "seeds": [0], "train.epochs": 3, "eval.max_examples": 30, "eval.eps": [0.0, 0.1],
+        "eval.attacks": ["fgsm", "pgd"]})
+    cfg.arms = {"erm": cfg.arms["erm"]}
+    results = sl.Study(cfg, outputs=out, progress=False).run()
+    return out, results.run("erm", 0)
+
+
+@pytest.fixture(scope="module")
+def audited(trained):
+    return audit_run(trained[1].record.dir)
+
+
+def test_the_audit_runs_the_standard_autoattack_on_the_same_examples(trained, audited):
+    out, run = trained
+    r = audited
+    assert r["n"] == 30 and r["eps"] == 0.1
+    assert r["reported"] == pytest.approx(run.metrics["metrics"]["robust_acc"])
+    assert r["attacks"] == "autoattack, autoattack:apgd-ce, autoattack:apgd-t, autoattack:fab-t, autoattack:square"
+    # the standard ensemble is at least as strong as the record's PGD-10 alone on these examples
+    pgd = next(row["acc"] for row in run.metrics["robust_curve"] if row["attack"] == "pgd" and row["eps"] == 0.1)
+    assert r["independent"] <= pgd
+    assert r["overstated"] == (r["independent"] < r["reported"] - 0.01)
+
+
+def test_an_overstated_robust_accuracy_is_caught_and_the_command_fails(trained, capsys):
+    out, run = trained
+    path = run.record.dir / "metrics.json"
+    honest = path.read_text()
+    record = json.loads(honest)
+    record["metrics"]["robust_acc"] = 1.0  # a record claiming every attacked example robust
+    path.write_text(json.dumps(record))
+    try:
+        code = main(["audit", "synergy", "--profile", "smoke", "--outputs", str(out)])
+        assert code == 1
+        assert "erm            seed 0: reported 1.0000" in capsys.readouterr().out
+        table = pd.read_csv(out / "audit" / "synergy-smoke.csv")
+        assert table.overstated.tolist() == [True] and table.reported.tolist() == [1.0]
+        # a subset of the examples gives no verdict (the reported number is over all of them)
+        assert audit_run(run.record.dir, max_examples=5)["overstated"] is None
+    finally:
+        path.write_text(honest)
+
+
+def test_runs_that_cannot_be_audited_are_one_line_errors(trained, tmp_path, capsys):
+    out, run = trained
+    assert main(["audit", "synergy", "--profile", "quick", "--outputs", str(out)]) == 2
+    assert "no finished synergy runs of profile quick" in capsys.readouterr().err
+    assert main(["audit", "nosuchstudy", "--outputs", str(out)]) == 2
+    with pytest.raises(RecordError, match="not a finished run"):
+        audit_run(tmp_path)

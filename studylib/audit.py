@@ -41,7 +41,8 @@ def load_model(rec: RunRecord, cfg: RunConfig, data):
 def audit_run(record_dir, tolerance: float = TOLERANCE, max_examples: int | None = None) -> dict:
     """The standard AutoAttack on one finished run's checkpoint. Returns the run's names, ``eps``,
     ``n`` (the attacked examples), ``reported`` (its robust accuracy at the main ε), ``independent``
-    (AutoAttack's), ``diff`` (independent − reported), ``overstated``, what ran, and ``seconds``.
+    (AutoAttack's), ``diff`` (independent − reported), ``overstated``, ``broke`` (per stage: broken of
+    attacked), what ran, and ``seconds``.
     ``max_examples`` attacks only the first of the run's attacked examples. This is for quick looks
     only: ``reported`` stays the number over all of them, so ``overstated`` is then left out."""
     rec = RunRecord(Path(record_dir))
@@ -68,5 +69,8 @@ def audit_run(record_dir, tolerance: float = TOLERANCE, max_examples: int | None
             "eps": eps, "n": int(len(sub)), "reported": reported, "independent": independent,
             "diff": independent - reported,
             "overstated": (independent < reported - tolerance) if full else None,
+            # what each stage broke of what the stages before it left (Square breaking many: masking)
+            "broke": ", ".join(f"{r['attack'].split(':', 1)[1]} {r['broke']}/{r['ran_on']}" for r in result.curve
+                               if r["eps"] == eps and r["attack"].startswith("autoattack:")),
             "attacks": ", ".join(result.attacks["run"]), "notes": "; ".join(result.attacks["notes"].values()),
             "seconds": round(time.perf_counter() - t0, 1), "record": str(rec.dir)}

@@ -143,7 +143,8 @@ def cmd_audit(args) -> int:
         rows.append(r)
         verdict = {True: "OVERSTATED", False: "holds", None: "(subset: no verdict)"}[r["overstated"]]
         print(f"{r['arm']:14s} seed {r['seed']}: reported {r['reported']:.4f}, AutoAttack {r['independent']:.4f} "
-              f"({r['diff']:+.4f}) at ε={r['eps']:g} on {r['n']} examples: {verdict} ({r['seconds']:.0f} s)", flush=True)
+              f"({r['diff']:+.4f}) at ε={r['eps']:g} on {r['n']} examples: {verdict} ({r['seconds']:.0f} s; broke: "
+              f"{r['broke']})", flush=True)
     out = paths.outputs_dir(args.outputs) / "audit"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{args.study}-{args.profile}.csv"

@@ -40,6 +40,11 @@ def test_the_audit_runs_the_standard_autoattack_on_the_same_examples(trained, au
     pgd = next(row["acc"] for row in run.metrics["robust_curve"] if row["attack"] == "pgd" and row["eps"] == 0.1)
     assert r["independent"] <= pgd
     assert r["overstated"] == (r["independent"] < r["reported"] - 0.01)
+    # per stage, broken of attacked: the stages broke exactly the examples the ensemble's number lost
+    stages = [part.split(" ")[1].split("/") for part in r["broke"].split(", ")]
+    assert [p.split(" ")[0] for p in r["broke"].split(", ")] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    clean_correct = int(stages[0][1])
+    assert clean_correct - sum(int(b) for b, _ in stages) == round(r["independent"] * r["n"])
 
 
 def test_an_overstated_robust_accuracy_is_caught_and_the_command_fails(trained, capsys):

@@ -68,7 +68,7 @@ def audit_run(record_dir, tolerance: float = TOLERANCE, max_examples: int | None
     return {"study": cfg.study, "arm": cfg.arm, "technique": cfg.technique, "seed": cfg.seed, "profile": cfg.profile,
             "eps": eps, "n": int(len(sub)), "reported": reported, "independent": independent,
             "diff": independent - reported,
-            "overstated": (independent < reported - tolerance) if full else None,
+            "overstated": (independent < reported - tolerance - 1e-9) if full else None,  # exactly at it: holds
             # what each stage broke of what the stages before it left (Square breaking many: masking)
             "broke": ", ".join(f"{r['attack'].split(':', 1)[1]} {r['broke']}/{r['ran_on']}" for r in result.curve
                                if r["eps"] == eps and r["attack"].startswith("autoattack:")),

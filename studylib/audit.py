@@ -24,18 +24,11 @@ import torch
 from .config import RunConfig
 from .data import make_data
 from .evaluate import attack_subset
-from .models import build_model
+from .models import rebuild
 from .records import RecordError, RunRecord
 from .robust import robust_evaluation
 
 TOLERANCE = 0.01  # one point of accuracy: the attacks' own randomness, not a statistical margin
-
-
-def load_model(rec: RunRecord, cfg: RunConfig, data):
-    """The run's selected model rebuilt from its config and ``model.pt`` (CPU, eval mode)."""
-    model = build_model(cfg.model, data.input_shape, data.num_classes, data.mean, data.std)
-    model.load_state_dict(rec.state_dict())
-    return model.eval()
 
 
 def audit_run(record_dir, tolerance: float = TOLERANCE, max_examples: int | None = None) -> dict:
@@ -53,7 +46,7 @@ def audit_run(record_dir, tolerance: float = TOLERANCE, max_examples: int | None
     if "robust_acc" not in metrics:
         raise RecordError(f"{rec.dir}: the run has no robust accuracy to check (its eval ran no attack)")
     data = make_data(cfg.data, cfg.seed)
-    model = load_model(rec, cfg, data)
+    model = rebuild(cfg.model, data, rec.state_dict())  # the selected weights, in eval mode
     sub = attack_subset(len(data.test), cfg.eval.max_examples, cfg.seed)
     if max_examples is not None:
         sub = sub[:max_examples]

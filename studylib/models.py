@@ -182,6 +182,14 @@ def build_model(cfg: ModelConfig, input_shape, num_classes: int, mean: float = 0
     return ARCHITECTURES[cfg.arch](tuple(input_shape), num_classes, cfg, mean, std)
 
 
+def rebuild(cfg: ModelConfig, data, state_dict: dict) -> nn.Module:
+    """A trained model from its config and saved weights, for ``data`` (a :class:`studylib.data.Data`:
+    its input shape, classes and normalisation), in eval mode."""
+    model = build_model(cfg, data.input_shape, data.num_classes, data.mean, data.std)
+    model.load_state_dict(state_dict)
+    return model.eval()
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 

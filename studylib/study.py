@@ -20,7 +20,7 @@ from . import paths
 from .config import RunConfig, StudyConfig
 from .data import Data, check_available, make_data
 from .evaluate import scorecard
-from .models import build_model, count_parameters
+from .models import count_parameters, rebuild
 from .records import RunRecord, atomic_write_json, environment
 from .train import fit, resolve_device
 
@@ -220,9 +220,7 @@ class StudyResults:
         """The selected model of a run, rebuilt from its config and weights (CPU, eval mode)."""
         r = self.run(arm, seed)
         data = self.data(r.config.seed)
-        model = build_model(r.config.model, data.input_shape, data.num_classes, data.mean, data.std)
-        model.load_state_dict(r.record.state_dict())
-        return model.eval()
+        return rebuild(r.config.model, data, r.record.state_dict())
 
     @property
     def directory(self) -> Path:

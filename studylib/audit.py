@@ -47,9 +47,8 @@ def audit_run(record_dir, tolerance: float = TOLERANCE, max_examples: int | None
         raise RecordError(f"{rec.dir}: the run has no robust accuracy to check (its eval ran no attack)")
     data = make_data(cfg.data, cfg.seed)
     model = rebuild(cfg.model, data, rec.state_dict())  # the selected weights, in eval mode
-    sub = attack_subset(len(data.test), cfg.eval.max_examples, cfg.seed)
-    if max_examples is not None:
-        sub = sub[:max_examples]
+    every = attack_subset(len(data.test), cfg.eval.max_examples, cfg.seed)
+    sub = every if max_examples is None else every[:max_examples]
     eps = cfg.eval.main_eps
     ecfg = cfg.eval.model_copy(update={"attacks": ["autoattack"], "eps": [eps], "main_eps": eps, "strong_eps": "all"})
     t0 = time.perf_counter()
@@ -57,7 +56,7 @@ def audit_run(record_dir, tolerance: float = TOLERANCE, max_examples: int | None
         result = robust_evaluation(model, data.test.x[sub], data.test.y[sub], ecfg, data.num_classes, cfg.seed)
     independent = next(r["acc"] for r in result.curve if r["attack"] == "worst" and r["eps"] == eps)
     reported = float(metrics["robust_acc"])
-    full = max_examples is None or max_examples >= len(attack_subset(len(data.test), cfg.eval.max_examples, cfg.seed))
+    full = len(sub) == len(every)
     return {"study": cfg.study, "arm": cfg.arm, "technique": cfg.technique, "seed": cfg.seed, "profile": cfg.profile,
             "eps": eps, "n": int(len(sub)), "reported": reported, "independent": independent,
             "diff": independent - reported,

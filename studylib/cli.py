@@ -134,25 +134,27 @@ def cmd_audit(args) -> int:
         return _err(f"no finished {args.study} runs of profile {args.profile}"
                     f"{' and arms ' + ', '.join(args.arm) if args.arm else ''} with attacks under "
                     f"{paths.outputs_dir(args.outputs) / 'runs'}")
+    out = paths.outputs_dir(args.outputs) / "audit"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{args.study}-{args.profile}.csv"
     rows = []
     for rec in todo:
         try:
             r = audit_run(rec.dir, tolerance, args.max_examples)
         except RecordError as e:
-            return _err(str(e))
+            return _err(f"{e} (the runs audited before it are in {path})" if rows else str(e))
         rows.append(r)
         verdict = {True: "OVERSTATED", False: "holds", None: "(subset: no verdict)"}[r["overstated"]]
         print(f"{r['arm']:14s} seed {r['seed']}: reported {r['reported']:.4f}, AutoAttack {r['independent']:.4f} "
               f"({r['diff']:+.4f}) at ε={r['eps']:g} on {r['n']} examples: {verdict} ({r['seconds']:.0f} s; broke: "
               f"{r['broke']})", flush=True)
-    out = paths.outputs_dir(args.outputs) / "audit"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{args.study}-{args.profile}.csv"
-    table = pd.DataFrame(rows)
-    if path.exists():  # earlier audits of other runs (or arms) of the study stay; a rerun replaces its rows
-        before = pd.read_csv(path)
-        table = pd.concat([before[~before.record.isin(table.record)], table], ignore_index=True)
-    table.to_csv(path, index=False)
+        # written after every run (one can take minutes): an error or an interrupt keeps what finished.
+        # Earlier audits of other runs of the study stay; a rerun replaces its own rows.
+        table = pd.DataFrame([r])
+        if path.exists():
+            before = pd.read_csv(path)
+            table = pd.concat([before[~before.record.isin(table.record)], table], ignore_index=True)
+        table.to_csv(path, index=False)
     bad = [r for r in rows if r["overstated"]]
     print(f"audit: {len(rows)} runs, {len(bad)} overstated (tolerance {tolerance:g}); table: {path}")
     return 1 if bad else 0

@@ -6,8 +6,10 @@
   *validation* score (the rule is named in the output); ``oracle=True`` selects on the test metric
   instead and is only ever shown as a labelled reference.
 * :func:`cells` — mean, std, n and a 95% t-interval over seeds per (technique, scenario).
-* :func:`versus_erm` — each selected technique's difference to ERM, paired by seed — the ``erm`` arm
-  of the technique's own study where there is one — with its CI and whether it excludes 0.
+
+Differences to ERM are not made here: every effect against a baseline comes from
+:mod:`studylib.claims` (its equal-footing pairing and selection), so that no table can disagree
+with a claim's verdict.
 """
 
 from __future__ import annotations
@@ -84,10 +86,10 @@ class _Plain:
         return out
 
 
-def load_runs(outputs=None, return_problems: bool = False):
-    """Every finished run under ``outputs/runs`` as a DataFrame (one row per run)."""
+def load_runs(outputs=None, return_problems: bool = False, study: str | None = None):
+    """Every finished run under ``outputs/runs`` (or one study's) as a DataFrame (one row per run)."""
     rows, problems = [], []
-    for rec in iter_run_records(outputs):
+    for rec in iter_run_records(outputs, study):
         if not rec.done:
             continue
         try:
@@ -127,12 +129,13 @@ def load_failures(outputs=None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["what", "study", "name", "reason", "where"])
 
 
-def selection_metric(technique_rows: pd.DataFrame, scenario: str) -> str:
-    """The named validation metric for a group of runs."""
-    if "sel_val_robust_acc" in technique_rows and technique_rows["sel_val_robust_acc"].notna().all() \
-            and scenario == "clean" and technique_rows.technique.iloc[0] in ("fgsm_at", "pgd_at", "trades"):
-        return ADVERSARIAL_SELECTION
-    return SELECTION_METRIC.get(scenario, "val_acc")
+def selection_metric(technique: str, scenario: str) -> str:
+    """THE model-selection rule, used by the claims, the aggregate tables and the matrix alike:
+    validation PGD accuracy for adversarial techniques (their ``adversarial`` flag), otherwise the
+    scenario's validation metric (:data:`SELECTION_METRIC`)."""
+    from .techniques import get_technique
+
+    return ADVERSARIAL_SELECTION if get_technique(technique).adversarial else SELECTION_METRIC.get(scenario, "val_acc")
 
 
 def select(df: pd.DataFrame, oracle: bool = False, test_metric: str | None = None) -> pd.DataFrame:
@@ -145,7 +148,7 @@ def select(df: pd.DataFrame, oracle: bool = False, test_metric: str | None = Non
     out = []
     for (technique, scenario_key), group in df.groupby(["technique", "scenario_key"], sort=True):
         scenario = group.scenario.iloc[0]
-        val_metric = selection_metric(group, scenario)
+        val_metric = selection_metric(technique, scenario)
         if oracle:
             metric = test_metric or {"val_acc": "clean_acc", "val_balanced_acc": "balanced_acc",
                                      "val_worst_group_acc": "worst_group_acc",
@@ -178,39 +181,6 @@ def cells(selected: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def versus_erm(selected: pd.DataFrame, metrics: list[str], runs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Each selected technique minus ERM, paired by seed. The ERM of a pair is the arm named
-    ``erm`` of the *same study* (same data, model, optimizer and budget: the comparison the study
-    was designed for) when ``runs`` (all runs) is given and holds it; otherwise the selected ERM of
-    the scenario. Column ``baseline`` says which."""
-    rows = []
-    for scenario_key, g in selected.groupby("scenario_key", sort=True):
-        scenario_erm = g[g.technique == "erm"]
-        for technique, t in g[g.technique != "erm"].groupby("technique", sort=True):
-            erm, baseline = scenario_erm, "selected ERM of the scenario"
-            if runs is not None:
-                same = runs[(runs.study == t.study.iloc[0]) & (runs.arm == "erm") & (runs.scenario_key == scenario_key)
-                            & (runs.profile == t.profile.iloc[0])]
-                if len(same):
-                    erm, baseline = same, f"erm arm of study {t.study.iloc[0]}"
-            if erm.empty:
-                continue
-            for metric in metrics:
-                if metric not in t or t[metric].isna().all() or metric not in erm:
-                    continue
-                paired = t.groupby("seed")[metric].mean().to_frame("t").join(
-                    erm.groupby("seed")[metric].mean().to_frame("erm"), how="inner").dropna()
-                if paired.empty:
-                    continue
-                mean, std, n, lo, hi = mean_ci(paired.t - paired.erm)
-                significant = n >= 2 and not (math.isnan(lo) or (lo <= 0 <= hi))
-                rows.append({"technique": technique, "scenario_key": scenario_key, "scenario": t.scenario.iloc[0],
-                             "metric": metric, "value": paired.t.mean(), "erm": paired.erm.mean(), "diff": mean,
-                             "std": std, "n": n, "ci_low": lo, "ci_high": hi, "significant": significant,
-                             "baseline": baseline})
-    return pd.DataFrame(rows)
-
-
 def cost_multiple(selected: pd.DataFrame) -> pd.Series:
     """Training seconds per epoch as a multiple of ERM's in the same study, scenario and seed,
     averaged per (technique, scenario key)."""
@@ -232,7 +202,9 @@ def report_seeds(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     report = runs[runs.seed >= FIRST_REPORT_SEED]
     if len(report):
         left = len(runs) - len(report)
-        return report, (f"report seeds {sorted(report.seed.unique())}"
+        seeds = ", ".join(str(int(s)) for s in sorted(report.seed.unique()))
+        return report, (f"report seeds {seeds}"
                         + (f" ({left} runs on design seeds left out)" if left else ""))
-    return runs, (f"NO REPORT SEEDS: these runs use design seeds {sorted(runs.seed.unique())} (tests, smoke); "
+    seeds = ", ".join(str(int(s)) for s in sorted(runs.seed.unique()))
+    return runs, (f"NO REPORT SEEDS: these runs use design seeds {seeds} (tests, smoke); "
                   "nothing below is a finding")

@@ -13,21 +13,30 @@ from run records only (:func:`studylib.aggregate.load_runs` rows), per (study, p
   twin makes the claim *unequal*: it is listed with the reason and gets no verdict. An arm may
   instead name its comparison explicitly (``baseline: <arm>`` in the params: e.g. AT + ℓ2 against
   AT alone in the synergy study, TRADES+SAT against TRADES); such a claim compares those two arms.
+* **One headline claim per technique and scenario.** A study's headline arms of one technique
+  (without a declared baseline) in one scenario are the candidates of ONE claim, whatever their
+  hyperparameters; the study's validation numbers choose among them. When they span several
+  hyperparameter settings, each setting is also shown on its own as an *exploratory* comparison.
 * **Selection.** Each side keeps the candidate with the best mean *validation* score over the
-  seeds, by one rule for both sides: validation PGD accuracy for adversarial techniques, else the
-  scenario's validation metric (:data:`studylib.aggregate.SELECTION_METRIC`). Test numbers are
-  never read to choose.
+  seeds, by one rule for both sides and for every table of the report
+  (:func:`studylib.aggregate.selection_metric`): validation PGD accuracy for adversarial
+  techniques, else the scenario's validation metric. Test numbers are never read to choose.
 * **Statistics.** The difference on m is paired by seed (same seed = same split and scenario
-  draw): mean, std, n, a 95% Student-t CI and a two-sided paired t-test p-value. The *headline*
-  claims of a report (arms with ``role: headline``, the default: each study's pre-registered
-  comparisons) form one family whose p-values are adjusted by the **Benjamini–Hochberg** procedure
-  (false-discovery rate 5%; ``method="holm"`` gives Holm's family-wise control instead); the
-  verdict reads the adjusted p-value: *supported* (significant, in the literature's direction),
-  *contradicted* (significant, the other way) or *inconclusive* (not significant; the CI half-width
-  says how large an effect this many seeds could have detected at this spread). *Secondary* claims
-  (``role: secondary``: sweep points such as other dropout rates) are shown with their unadjusted
-  p-value and an "exploratory" verdict, outside the corrected family. With one seed there is no
-  verdict.
+  draw): mean, std, n, a 95% Student-t CI and a two-sided paired t-test p-value (when every seed
+  gives the same difference the t statistic is undefined, and the exact sign-flip test gives the
+  p-value instead: 2/2^n for n equal non-zero differences, 1 for none).
+* **The family and the verdict.** The claim family is fixed in advance: **the headline claims of
+  one study** (arms with ``role: headline``, the default: the study's pre-registered comparisons),
+  on one profile. Its p-values are adjusted together by the **Benjamini–Hochberg** procedure
+  (false-discovery rate 5%; ``method="holm"`` gives Holm's family-wise control instead), every
+  claim with a p-value counted. A claim's verdict therefore depends on its own study's records
+  alone, and the study notebook, the synthesis summary, the comparison table and the matrix all
+  print the row this module computes. The verdict reads the adjusted p-value: *supported*
+  (significant, in the literature's direction), *contradicted* (significant, the other way) or
+  *inconclusive* (not significant; the ``detectable`` column gives the effect these seeds would
+  detect with 80% power, from the noncentral t distribution). Everything outside the family
+  (``role: secondary``: sweep points, the matrix) is *exploratory*: shown with its unadjusted CI and
+  no verdict. With one seed there is no verdict.
 """
 
 from __future__ import annotations
@@ -38,12 +47,15 @@ import math
 import numpy as np
 import pandas as pd
 
-from .aggregate import ADVERSARIAL_SELECTION, SELECTION_METRIC
+from .aggregate import selection_metric
 from .report import LOWER_IS_BETTER, mean_ci
 from .techniques import get_technique
 
 ALPHA = 0.05
-ADJUSTMENT = "bh"  # Benjamini–Hochberg over the headline claims; "holm" for family-wise control
+ADJUSTMENT = "bh"  # Benjamini–Hochberg over each study's headline claims; "holm" for family-wise control
+FAMILY = ["study", "profile"]  # the claim family: one study's headline claims on one profile
+EXPLORATORY = "exploratory"  # the only word a claim outside the family gets: no verdict
+HEADLINE_VERDICTS = ("supported", "contradicted", "inconclusive")
 METHOD_NAMES = {"bh": "Benjamini–Hochberg (false-discovery rate 5%)", "holm": "Holm (family-wise error 5%)",
                 "none": "none (one study's claims looked at alone)"}
 
@@ -74,9 +86,8 @@ def family(config: dict) -> str:
 
 
 def claim_selection_metric(technique: str, scenario: str) -> str:
-    """One rule for both sides of a claim: validation PGD accuracy for adversarial techniques,
-    otherwise the scenario's validation metric."""
-    return ADVERSARIAL_SELECTION if get_technique(technique).adversarial else SELECTION_METRIC.get(scenario, "val_acc")
+    """The selection rule of a claim: the report's one rule (:func:`studylib.aggregate.selection_metric`)."""
+    return selection_metric(technique, scenario)
 
 
 def _rule(group: pd.DataFrame, arms: list[str], metric: str) -> tuple[str, str]:
@@ -120,7 +131,13 @@ def _definitions(g: pd.DataFrame) -> list[dict]:
                     "footing": f"declared baseline {a.baseline}" if found
                     else f"unequal: no single finished configuration of baseline arm {a.baseline}"})
     free = arms[(arms.technique != "erm") & arms.baseline.isna()]
-    for _, f in free.groupby(["family", "role"], sort=True):  # a sweep point never joins a headline family
+    groups = []
+    for _, f in free[free.role == "headline"].groupby("technique", sort=True):
+        groups.append((f, "headline"))  # one headline claim per technique in this scenario
+        if f.family.nunique() > 1:  # several settings: each one also shown alone, exploratory
+            groups += [(ff, "secondary") for _, ff in f.groupby("family", sort=True)]
+    groups += [(f, "secondary") for _, f in free[free.role != "headline"].groupby("family", sort=True)]
+    for f, role in groups:
         candidates = sorted(f.index)
         twins, missing = [], []
         for arm in candidates:
@@ -133,7 +150,7 @@ def _definitions(g: pd.DataFrame) -> list[dict]:
         footing = ("same knobs: " + ", ".join(f"{c}~{t}" for c, t in zip(candidates, twins)) if not missing
                    else f"unequal: no ERM arm with the generic knobs of {', '.join(missing)}")
         out.append({"technique": f.technique.iloc[0], "label": label, "candidates": candidates,
-                    "baselines": twins if not missing else [], "footing": footing, "role": f.role.iloc[0]})
+                    "baselines": sorted(set(twins)) if not missing else [], "footing": footing, "role": role})
     return out
 
 
@@ -184,25 +201,39 @@ def paired_by_seed(g: pd.DataFrame, arm: str, base: str, metric: str) -> pd.Data
 
 
 def _paired_p(diff: pd.Series) -> float:
-    """Two-sided paired t-test p-value of mean(diff) = 0. NaN below 2 seeds, and NaN when every
-    seed gives exactly the same difference: with accuracies in steps of 1/n_test that happens for
-    tiny effects too, and zero spread is no evidence (the verdict is then inconclusive)."""
+    """Two-sided p-value of mean(diff) = 0, paired by seed: the paired t-test; NaN below 2 seeds.
+    When every seed gives exactly the same difference (accuracies move in steps of 1/n_test, so
+    tiny effects can), the t statistic is undefined and the exact sign-flip (randomization) test
+    answers instead: 2/2^n for n equal non-zero differences, 1 when they are all zero. Such a claim
+    stays in its family (it is counted by the adjustment) and, below 6 seeds, cannot be supported."""
     from scipy import stats
 
     d = diff.dropna().to_numpy(float)
-    if len(d) < 2 or np.ptp(d) == 0:
+    if len(d) < 2:
         return math.nan
+    if np.ptp(d) == 0:
+        return 1.0 if d[0] == 0 else min(1.0, 2.0 / 2 ** len(d))
     return float(stats.ttest_1samp(d, 0.0).pvalue)
 
 
 def _detectable(std: float, n: int, alpha: float = ALPHA, power: float = 0.8) -> float:
-    """The paired effect these seeds detect with ``power`` at level ``alpha`` (unadjusted) given
-    the observed spread: (t_{1−α/2} + t_{power})·sd/√n on n−1 degrees of freedom."""
-    from scipy import stats
+    """The paired effect these seeds detect with ``power`` at level ``alpha`` (unadjusted, two-sided)
+    given the observed spread: δ·sd/√n where δ is the noncentrality at which the two-sided one-sample
+    t-test on n−1 degrees of freedom has that power (exact, from the noncentral t distribution:
+    3.26 sd at n = 3, 1.68 sd at n = 5)."""
+    from scipy import optimize, stats
 
     if n < 2 or not std or math.isnan(std):
         return math.nan
-    return float((stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * std / math.sqrt(n))
+    df = n - 1
+    crit = stats.t.ppf(1 - alpha / 2, df)
+
+    def shortfall(delta):
+        other_tail = np.nan_to_num(stats.nct.cdf(-crit, df, delta))  # underflows to NaN far out: 0
+        return float(stats.nct.sf(crit, df, delta) + other_tail - power)
+
+    delta = optimize.brentq(shortfall, 0.0, 60.0)
+    return float(delta * std / math.sqrt(n))
 
 
 def cost_ratio(g: pd.DataFrame, arm: str, base: str) -> float:
@@ -238,49 +269,53 @@ def benjamini_hochberg(p: pd.Series) -> pd.Series:
 
 
 def verdicts(table: pd.DataFrame, method: str = ADJUSTMENT, alpha: float = ALPHA) -> pd.DataFrame:
-    """Add ``p_adjusted`` (``method`` over the headline claims; secondary claims keep their raw
-    p), ``tested`` (how many claims the adjustment covered), ``adjustment`` and ``verdict``."""
+    """Add ``p_adjusted`` (``method`` within each family: one study's headline claims on one profile;
+    exploratory claims keep their raw p), ``tested`` (how many claims their family's adjustment
+    covered), ``family``, ``adjustment`` and ``verdict`` (exploratory claims: "exploratory")."""
     if table.empty or "p" not in table:
         return table
     out = table.copy()
-    headline = out.role == "headline"
     adjust = {"bh": benjamini_hochberg, "holm": holm, "none": lambda p: p}[method]
     out["p_adjusted"] = out.p
-    out.loc[headline, "p_adjusted"] = adjust(out.p[headline])
-    out["tested"] = int(out.p[headline].notna().sum())
+    out["tested"] = 0
+    out["family"] = out.study + " / " + out.profile
+    for _, members in out[out.role == "headline"].groupby(FAMILY, sort=True):
+        out.loc[members.index, "p_adjusted"] = adjust(members.p)
+        out.loc[members.index, "tested"] = int(members.p.notna().sum())
+    out.loc[out.role != "headline", "family"] = EXPLORATORY
     out["adjustment"] = METHOD_NAMES[method]
     verdict = out["verdict"] if "verdict" in out else pd.Series(np.nan, index=out.index, dtype=object)
     for i, r in out.iterrows():
         if isinstance(verdict[i], str):
             continue
-        if not (r.n >= 2):
+        if r.role != "headline":
+            v = EXPLORATORY
+        elif not (r.n >= 2):
             v = "no verdict (one seed)"
-        elif math.isnan(r.p_adjusted):
-            v = "inconclusive"  # every seed gave the same difference: no spread to test against
         elif r.p_adjusted < alpha:
             good = (r["diff"] < 0) if r.direction == "lower" else (r["diff"] > 0)
             v = "supported" if good else "contradicted"
         else:
             v = "inconclusive"
-        verdict[i] = v if r.role == "headline" else f"{v} (exploratory, uncorrected)"
+        verdict[i] = v
     out["verdict"] = verdict.astype(object)
     return out
 
 
 def sentence(r) -> str:
-    """One line for a claim row: the effect, its CI and the verdict, naming both arms."""
+    """One line for a claim row: the effect, its CI and the verdict, naming both arms (an
+    exploratory comparison gets its CI and no verdict words)."""
     head = f"{r.claim} — {r.metric} in {r.scenario_key}"
     if not isinstance(r.get("arm"), str):
         return f"{head}: {r.verdict} ({r.footing})"
     text = (f"{head}: {r.arm} {r.value:.3f} vs {r.baseline} {r.baseline_value:.3f}, {r['diff']:+.3f}")
-    if r.n >= 2:
-        adjusted = (f"adjusted p={r.p_adjusted:.3g} over {r.tested} headline claims" if r.role == "headline"
-                    else "secondary: not in the corrected family")
-        p = "no spread" if math.isnan(r.p) else f"p={r.p:.3g}"
-        text += (f" (95% CI {r.ci_low:+.3f} to {r.ci_high:+.3f}, unadjusted; n={r.n} seeds, {p}, {adjusted}): "
-                 f"{r.verdict.upper()}")
-        if r.verdict.startswith("inconclusive") and not math.isnan(r.get("detectable", math.nan)):
-            text += f"; these seeds detect only effects of about ±{r.detectable:.3f} (80% power, unadjusted)"
+    if r.n >= 2 and r.role == "headline":
+        p = f"adjusted p={r.p_adjusted:.3g} over the {r.tested} headline claims of family {r.family}"
+        text += f" (95% CI {r.ci_low:+.3f} to {r.ci_high:+.3f}, n={r.n} seeds, {p}): {r.verdict.upper()}"
+        if r.verdict == "inconclusive" and not math.isnan(r.get("detectable", math.nan)):
+            text += f"; these seeds detect effects of about ±{r.detectable:.3f} (80% power, unadjusted)"
+    elif r.n >= 2:
+        text += f" (95% CI {r.ci_low:+.3f} to {r.ci_high:+.3f}, unadjusted, n={r.n} seeds): exploratory, no verdict"
     else:
         text += f": {r.verdict}"
     if not math.isnan(r.get("cost_x_baseline", math.nan)):
@@ -304,3 +339,37 @@ def without_claim(table: pd.DataFrame) -> list[str]:
 
     have = set(table.technique[table.role == "headline"]) if not table.empty else set()
     return [t for t in technique_names() if t != "erm" and t not in have]
+
+
+def effects(runs: pd.DataFrame, table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Every effect against a baseline that the report shows, long (one row per claim and metric):
+    the claim's own selected pair (its equal-footing baseline and validation-only selection),
+    paired by seed on each of ``metrics``. On the claim's metric the row IS the claim (same mean,
+    CI, adjusted p and verdict); on any other metric the difference is a side measurement, and its
+    verdict column says "exploratory"."""
+    rows = []
+    if table.empty or "arm" not in table:
+        return pd.DataFrame(rows)
+    for _, c in table[table.arm.notna()].iterrows():
+        g = _distinct_arms(runs[(runs.study == c.study) & (runs.profile == c.profile)
+                                & (runs.scenario_key == c.scenario_key)])
+        base = {"study": c.study, "profile": c.profile, "scenario_key": c.scenario_key, "scenario": c.scenario,
+                "technique": c.technique, "claim": c.claim, "role": c.role, "arm": c.arm, "baseline": c.baseline,
+                "claim_metric": c.metric}
+        for metric in metrics:
+            if metric == c.metric:
+                rows.append({**base, "metric": metric, "value": c.value, "baseline_value": c.baseline_value,
+                             "diff": c["diff"], "std": c["std"], "n": c.n, "ci_low": c.ci_low, "ci_high": c.ci_high,
+                             "p_adjusted": c.p_adjusted if c.role == "headline" else math.nan,
+                             "verdict": c.verdict})
+                continue
+            if metric not in g or g.loc[g.arm.isin([c.arm, c.baseline]), metric].isna().all():
+                continue
+            paired = paired_by_seed(g, c.arm, c.baseline, metric)
+            if paired.empty:
+                continue
+            mean, std, n, lo, hi = mean_ci(paired.t - paired.b)
+            rows.append({**base, "metric": metric, "value": float(paired.t.mean()),
+                         "baseline_value": float(paired.b.mean()), "diff": mean, "std": std, "n": n,
+                         "ci_low": lo, "ci_high": hi, "p_adjusted": math.nan, "verdict": EXPLORATORY})
+    return pd.DataFrame(rows)

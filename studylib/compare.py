@@ -4,12 +4,14 @@ measured taken from the run records.
 
 One column per technique: PGD adversarial training, the ℓ1 / ℓ2 / elastic-net penalties, dropout,
 BatchNorm, and adversarial training combined with ℓ2, dropout or early stopping (the synergy
-study). Each is compared with the baseline its own study pairs it with: the equal-footing ERM twin
-its claim selected (:mod:`studylib.claims`), AT alone for the combinations, and the same network
-without BatchNorm for BatchNorm. The measured rows are paired differences by seed with their 95% CI
-(report seeds only, as everywhere in the report); "—" where the study did not record the metric or
-the pair has no runs. Purpose and approach are definitions, not measurements; the use-case row is
-generated from the measured differences whose CI excludes 0.
+study). Every number comes from :mod:`studylib.claims`: each column shows the pair of a claim (the
+arm's equal-footing ERM twin, or the baseline the study declares: AT alone for the combinations),
+and :func:`studylib.claims.effects` gives its paired differences by seed with their 95% CI (report
+seeds only, as everywhere in the report). On the claim's own metric the cell is the claim; the other
+impacts are side measurements (exploratory). BatchNorm has no claim (ERM with and without it): its
+column is exploratory throughout. The verdict row prints the verdict of the headline claim the arm
+belongs to, and the use-case row is generated from that verdict alone — never from a CI of a side
+measurement. Purpose and approach are definitions, not measurements.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import math
 
 import pandas as pd
 
-from .claims import cost_ratio, paired_by_seed
+from .claims import EXPLORATORY, HEADLINE_VERDICTS, cost_ratio, effects, paired_by_seed
 from .report import LOWER_IS_BETTER, METRIC_WORDS, mean_ci, scenario_words
 
 # label, study, arm, baseline (None: the baseline its claim selected), purpose, approach
@@ -54,79 +56,119 @@ ENTRIES = [
 MEASURED = ["robust_acc", "clean_acc", "gen_gap", "corruption_acc"]
 
 
-def _pair(runs: pd.DataFrame, claims_table: pd.DataFrame, study: str, arm: str, baseline: str | None):
-    """The runs of one study's scenario and the (technique arm, baseline arm) to compare."""
+def _claim_rows(claims_table: pd.DataFrame, study: str, arm: str, baseline: str | None):
+    """(the claim whose pair this column shows, the headline claim holding the arm) from the study's
+    claims: the pair is the claim with the arm as its only candidate (a declared-baseline claim, or
+    the exploratory view of one setting), else the claim holding it; either may be None."""
+    if claims_table.empty or "candidates" not in claims_table:
+        return None, None
+    c = claims_table[(claims_table.study == study) & claims_table.arm.notna()]
+    if c.empty:
+        return None, None
+    holds = c[[arm in str(x).split(", ") for x in c.candidates]]
+    if baseline is not None:
+        holds = holds[holds.baseline_candidates == baseline]
+    alone = holds[holds.candidates == arm]
+    pair = alone.iloc[0] if len(alone) else (holds.iloc[0] if len(holds) else None)
+    head = holds[holds.role == "headline"]
+    return pair, (head.iloc[0] if len(head) else None)
+
+
+def _exploratory_pair(runs: pd.DataFrame, study: str, arm: str, baseline: str) -> pd.DataFrame:
+    """The effects of a pair no claim makes (BatchNorm: ERM with and without it), exploratory."""
     g = runs[runs.study == study]
-    if g.empty:
-        return None
-    if baseline is None:  # the pair the study's claim selected on validation (its ERM twin)
-        c = claims_table[(claims_table.study == study)] if not claims_table.empty else claims_table
-        c = c[c.candidates.str.split(", ").apply(lambda xs: arm in xs)] if len(c) else c
-        if len(c) and isinstance(c.iloc[0].get("arm"), str):
-            arm, baseline, key = c.iloc[0].arm, c.iloc[0].baseline, c.iloc[0].scenario_key
-            return g[g.scenario_key == key], arm, baseline
-        baseline = "erm"
-    g = g[g.scenario_key == g[g.arm == arm].scenario_key.iloc[0]] if (g.arm == arm).any() else g
-    return g, arm, baseline
+    if not ((g.arm == arm).any() and (g.arm == baseline).any()):
+        return pd.DataFrame()
+    g = g[g.scenario_key == g[g.arm == arm].scenario_key.iloc[0]]
+    rows = []
+    for metric in MEASURED:
+        if metric not in g or g.loc[g.arm.isin([arm, baseline]), metric].isna().any():
+            continue
+        paired = paired_by_seed(g, arm, baseline, metric)
+        if len(paired):
+            mean, std, n, lo, hi = mean_ci(paired.t - paired.b)
+            rows.append({"study": study, "scenario_key": g.scenario_key.iloc[0], "claim": None, "role": "none",
+                         "arm": arm, "baseline": baseline, "metric": metric, "diff": mean, "std": std, "n": n,
+                         "ci_low": lo, "ci_high": hi, "verdict": EXPLORATORY})
+    return pd.DataFrame(rows)
 
 
-def _diff(g: pd.DataFrame, arm: str, base: str, metric: str):
-    if metric not in g or g.loc[g.arm.isin([arm, base]), metric].isna().any():
-        return None
-    paired = paired_by_seed(g, arm, base, metric)
-    return mean_ci(paired.t - paired.b) if len(paired) else None
+def comparison_effects(runs: pd.DataFrame, claims_table: pd.DataFrame) -> pd.DataFrame:
+    """The measured source of the comparison table, long: one row per column (``label``) and
+    metric, as :func:`studylib.claims.effects` gives it (the claim's own row on its metric)."""
+    frames = []
+    for label, study, arm, baseline, _, _ in ENTRIES:
+        pair, _ = _claim_rows(claims_table, study, arm, baseline)
+        if pair is not None:
+            e = effects(runs, pair.to_frame().T, MEASURED)
+        elif baseline is not None:
+            e = _exploratory_pair(runs, study, arm, baseline)
+        else:
+            e = pd.DataFrame()
+        if len(e):
+            frames.append(e.assign(label=label))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _row(metric: str) -> str:
     return f"impact: {METRIC_WORDS.get(metric, metric)}" + (" ↓" if metric in LOWER_IS_BETTER else "")
 
 
-def _cell(d) -> str:
-    if d is None:
+def _cell(e) -> str:
+    if e is None:
         return "—"
-    mean, _, n, lo, hi = d
-    return f"{mean:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if n >= 2 and not math.isnan(lo) else " (1 seed)")
+    text = f"{e['diff']:+.3f}" + (f" [{e.ci_low:+.3f}, {e.ci_high:+.3f}]" if e.n >= 2 and not math.isnan(e.ci_low)
+                                   else " (1 seed)")
+    return text + (f" — the claim: {e.verdict}" if e.verdict in HEADLINE_VERDICTS else "")
 
 
-def _cost(g: pd.DataFrame, arm: str, base: str) -> str:
-    ratio = cost_ratio(g, arm, base)
-    return "—" if math.isnan(ratio) else f"{ratio:.1f}× per epoch"
+def _verdict(head) -> str:
+    if head is None:
+        return "no claim (exploratory only)"
+    chosen = "" if head.candidates == head.arm else f", {head.arm} selected on validation among {head.candidates}"
+    return (f"{head.verdict}: {METRIC_WORDS.get(head.metric, head.metric)} {head['diff']:+.3f} "
+            f"[{head.ci_low:+.3f}, {head.ci_high:+.3f}] vs {head.baseline}, adjusted p {head.p_adjusted:.3g} "
+            f"in family {head.family}{chosen}")
 
 
-def _significant(d, metric: str) -> str | None:
-    """'raises clean accuracy' when the CI excludes 0, in the better or the worse direction."""
-    if d is None or d[2] < 2 or math.isnan(d[3]) or d[3] <= 0 <= d[4]:
-        return None
-    better = (d[0] < 0) if metric in LOWER_IS_BETTER else (d[0] > 0)
-    word = METRIC_WORDS.get(metric, metric)
-    verb = "lowers" if d[0] < 0 else "raises"
-    return f"{verb} {word} ({d[0]:+.3f})" + ("" if better else " — a cost")
+def _use_case(head) -> str:
+    """Generated from the headline claim's verdict only."""
+    if head is None:
+        return "none established: no claim in the family (exploratory only)"
+    word = METRIC_WORDS.get(head.metric, head.metric)
+    raises = head["diff"] > 0
+    if head.verdict == "supported":
+        return f"use it to {'raise' if raises else 'lower'} {word} (supported on {int(head.n)} report seeds)"
+    if head.verdict == "contradicted":
+        return f"not for {word}: it {'raises' if raises else 'lowers'} it here, against the literature (contradicted)"
+    return f"none established: {head.verdict} on {int(head.n)} seeds for {word}"
 
 
 def comparison(runs: pd.DataFrame, claims_table: pd.DataFrame) -> pd.DataFrame:
     """The comparison table: one column per technique of :data:`ENTRIES`, rows purpose, approach,
-    baseline, scenario, the measured impacts (each a paired difference with its 95% CI), cost and
-    the use cases generated from the significant impacts."""
+    baseline, scenario, the measured impacts (from :func:`comparison_effects`), cost, the verdict of
+    the arm's headline claim and the use case generated from that verdict."""
+    source = comparison_effects(runs, claims_table)
     columns = {}
     for label, study, arm, baseline, purpose, approach in ENTRIES:
-        found = _pair(runs, claims_table, study, arm, baseline)
         col = {"purpose": purpose, "approach": approach}
-        if found is None or not (found[0].arm == found[1]).any() or not (found[0].arm == found[2]).any():
+        e = source[source.label == label].set_index("metric") if len(source) else pd.DataFrame()
+        if e.empty:
             col.update({"compared with": "not run", "scenario": "—", **{_row(m): "—" for m in MEASURED},
-                        "computational cost": "—", "use cases (measured here)": "—"})
+                        "computational cost": "—", "verdict (its headline claim)": "—", "use cases (from verdicts)": "—"})
             columns[label] = col
             continue
-        g, arm, base = found
-        diffs = {m: _diff(g, arm, base, m) for m in MEASURED}
-        col["compared with"] = f"{base} ({study} study)"
-        col["scenario"] = scenario_words(g.scenario_key.iloc[0])
+        _, head = _claim_rows(claims_table, study, arm, baseline)
+        first = e.iloc[0]
+        g = runs[(runs.study == study) & (runs.scenario_key == first.scenario_key)]
+        col["compared with"] = f"{first.baseline} ({study} study)"
+        col["scenario"] = scenario_words(first.scenario_key)
         for m in MEASURED:
-            col[_row(m)] = _cell(diffs[m])
-        col["computational cost"] = _cost(g, arm, base)
-        found_effects = [s for m in MEASURED if (s := _significant(diffs[m], m))]
-        n = int(g[g.arm == arm].seed.nunique())
-        col["use cases (measured here)"] = ("; ".join(found_effects) if found_effects
-                                            else f"no effect told apart from 0 on {n} seed(s)")
+            col[_row(m)] = _cell(e.loc[m] if m in e.index else None)
+        ratio = cost_ratio(g, first.arm, first.baseline)
+        col["computational cost"] = "—" if math.isnan(ratio) else f"{ratio:.1f}× per epoch"
+        col["verdict (its headline claim)"] = _verdict(head)
+        col["use cases (from verdicts)"] = _use_case(head)
         columns[label] = col
     table = pd.DataFrame(columns)
     table.index.name = "row"

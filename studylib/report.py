@@ -1,9 +1,10 @@
-"""Findings from numbers: each technique's difference to ERM with its uncertainty.
+"""Findings from numbers: each arm's difference to ERM with its uncertainty, and the report's words.
 
 A difference is computed per seed (paired: same seed, same split) and summarised by mean, std, n and
-a 95% Student-t confidence interval; it is called significant only when that CI excludes 0
-(STUDY-PROTOCOL "Rules for a result to count"). With one seed there is no CI and nothing is called
-significant.
+a 95% Student-t confidence interval. These per-arm differences are *exploratory* descriptions of a
+study's runs: they carry no verdict words. Verdicts belong to the claims alone
+(:mod:`studylib.claims`: equal-footing baselines, validation-only selection, one family per study),
+and every view prints the claim's own row.
 """
 
 from __future__ import annotations
@@ -66,10 +67,9 @@ def differences(table: pd.DataFrame, metric: str, baseline: str = "erm") -> list
 def sentence(d: Difference, cost: float | None = None, baseline: str = "ERM") -> str:
     better = (d.diff < 0) if d.metric in LOWER_IS_BETTER else (d.diff > 0)
     if d.n >= 2:
-        verdict = "significant" if d.significant else "not significant"
-        unc = f" (95% CI {d.ci_low:+.3f} to {d.ci_high:+.3f}, n={d.n} seeds, {verdict})"
+        unc = f" (95% CI {d.ci_low:+.3f} to {d.ci_high:+.3f}, unadjusted, n={d.n} seeds; exploratory)"
     else:
-        unc = " (one seed: no CI, not a finding yet)"
+        unc = " (one seed: no CI; exploratory)"
     direction = "better" if better else ("worse" if d.diff != 0 else "equal")
     text = f"{d.arm}: {d.metric} {d.value:.3f} vs {baseline} {d.baseline:.3f}, {d.diff:+.3f} ({direction}){unc}"
     if cost is not None and not math.isnan(cost):
@@ -78,7 +78,8 @@ def sentence(d: Difference, cost: float | None = None, baseline: str = "ERM") ->
 
 
 def findings(results_or_table, metrics=("robust_acc", "clean_acc"), baseline: str = "erm") -> list[str]:
-    """Headline sentences for every arm against the ``baseline`` arm (ERM by default) on ``metrics``."""
+    """Descriptive sentences for every arm against the ``baseline`` arm (ERM by default) on
+    ``metrics``: exploratory, no verdict (the claims give the verdicts)."""
     table = results_or_table.table(list(metrics)) if hasattr(results_or_table, "table") else results_or_table
     cost = table.groupby("arm").cost_x_erm.mean() if "cost_x_erm" in table else {}
     lines = []
@@ -137,8 +138,9 @@ def scenario_words(key: str) -> str:
 
 
 def summary_table(claims_table: pd.DataFrame) -> pd.DataFrame:
-    """One row per headline claim, in words, sorted by verdict: technique, scenario, metric, the
-    effect against its baseline with the 95% CI, n, adjusted p, verdict, cost × baseline."""
+    """One row per headline claim, in words, sorted by verdict: technique, study (its family),
+    scenario, metric, the effect against its baseline with the 95% CI, n, the p-value adjusted
+    within the study's family, verdict, cost × baseline. Every value is the claim's own row."""
     if claims_table.empty:
         return pd.DataFrame()
     from .claims import ordered
@@ -148,6 +150,7 @@ def summary_table(claims_table: pd.DataFrame) -> pd.DataFrame:
         tested = isinstance(r.get("arm"), str)
         rows.append({
             "technique": TECHNIQUE_WORDS.get(r.technique, r.technique) + ("" if r.claim == r.technique else f" [{r.claim}]"),
+            "study": r.study,
             "scenario": scenario_words(r.scenario_key),
             "metric": METRIC_WORDS.get(r.metric, r.metric) + (" ↓" if r.direction == "lower" else ""),
             "vs": r.get("baseline", "—") if tested else "—",
@@ -161,6 +164,38 @@ def summary_table(claims_table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def how_made(claims_table: pd.DataFrame) -> pd.DataFrame:
+    """How each claim was made, one row per claim (headline first): the candidates of each side,
+    the ones validation selected and by which rule, the seeds, the effect with its CI, the family and
+    its adjusted p, the verdict, and the effect these seeds could detect."""
+    if claims_table.empty:
+        return pd.DataFrame()
+    from .claims import ordered
+
+    def num(v, fmt):
+        return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+    rows = []
+    for _, r in ordered(claims_table).iterrows():
+        tested = isinstance(r.get("arm"), str)
+        rows.append({
+            "study": r.study, "claim": r.claim, "scenario": scenario_short(r.scenario_key),
+            "metric": r.metric + (" ↓" if r.direction == "lower" else ""),
+            "candidates → selected": f"{r.candidates} → {r.arm}" if tested else r.candidates,
+            "ERM side → selected": f"{r.baseline_candidates} → {r.baseline}" if tested else "—",
+            "selected by": r.get("selected_by", "—") if tested else "—",
+            "seeds": r.get("seeds", "—") if tested else "—",
+            "effect [95% CI]": (f"{r['diff']:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]" if tested and r.n >= 2
+                                else (f"{r['diff']:+.3f}" if tested else "—")),
+            "family": r.get("family", "—"),
+            "adj. p": num(r.p_adjusted, ".3g") if tested and r.role == "headline" else "—",
+            "verdict": r.verdict,
+            "detectable (80% power)": "±" + num(r.get("detectable"), ".3f") if tested else "—",
+            "footing": r.footing,
+        })
+    return pd.DataFrame(rows)
+
+
 def interpretation(claims_table: pd.DataFrame) -> list[str]:
     """A few sentences generated from the claims (never hand-written numbers)."""
     h = claims_table[claims_table.role == "headline"] if not claims_table.empty else claims_table
@@ -168,9 +203,11 @@ def interpretation(claims_table: pd.DataFrame) -> list[str]:
         return ["No headline claims: run the studies first (make study)."]
     counts = h.verdict.value_counts()
     n_seeds = int(h.n.max()) if "n" in h and h.n.notna().any() else 0
-    lines = [f"{len(h)} headline claims on {n_seeds} report seeds, {int(h.tested.max())} tested together "
-             f"({h.adjustment.iloc[0]}): {counts.get('supported', 0)} supported, {counts.get('contradicted', 0)} "
-             f"contradicted, {counts.get('inconclusive', 0)} inconclusive."]
+    families = h.groupby("family").tested.max() if "family" in h else pd.Series(dtype=int)
+    lines = [f"{len(h)} headline claims on {n_seeds} seeds, in {len(families)} families fixed in advance (each "
+             f"study's headline claims, adjusted together by {h.adjustment.iloc[0]}): "
+             f"{counts.get('supported', 0)} supported, {counts.get('contradicted', 0)} contradicted, "
+             f"{counts.get('inconclusive', 0)} inconclusive."]
     tested = h[h.arm.notna()] if "arm" in h else h.iloc[0:0]
     sup = tested[tested.verdict == "supported"].sort_values("diff", key=abs, ascending=False)
     if len(sup):

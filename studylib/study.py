@@ -195,11 +195,17 @@ class StudyResults:
         return pd.DataFrame([run_row(r.record.config(), r.metrics, r.record.dir) for r in self.runs])
 
     def claims(self, method: str = "bh") -> pd.DataFrame:
-        """This study's claims with verdicts (:func:`studylib.claims.claims`); the adjustment covers
-        this study's headline claims only (the synthesis report adjusts over every study's)."""
+        """This study's claims with verdicts (:func:`studylib.claims.claims`), computed on what the
+        synthesis report computes them on: every finished record of this study and profile in the
+        outputs (a study run in several scenarios, e.g. ELR under symmetric and asymmetric noise, is
+        one family), on the report seeds where there are any. So the verdict printed here is the one
+        the summary prints."""
+        from .aggregate import load_runs, report_seeds
         from .claims import claims
 
-        return claims(self.frame(), method=method)
+        runs = load_runs(self.outputs, study=self.cfg.study)
+        runs = runs[runs.profile == self.cfg.profile] if len(runs) else runs
+        return claims(report_seeds(runs)[0] if len(runs) else runs, method=method)
 
     def flags(self) -> list[str]:
         return [f"{r.config.arm} seed {r.config.seed}: {f}" for r in self.runs for f in r.metrics["flags"]]

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from studylib import aggregate, load_study
+from studylib import aggregate, claims, load_study
 from studylib.records import RunRecord
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -60,20 +60,27 @@ def test_cells_and_paired_differences_by_hand(outputs):
     assert c["mean"] == pytest.approx(0.87) and c["std"] == pytest.approx(np.std(values, ddof=1)) and c.n == 3
     half = 4.302653 * np.std(values, ddof=1) / np.sqrt(3)
     assert (c.ci_low, c.ci_high) == pytest.approx((0.87 - half, 0.87 + half))
-    diffs = aggregate.versus_erm(sel, AXES)
+    runs = aggregate.load_runs(outputs)
+    table = claims.claims(runs)
+    diffs = claims.effects(runs, table, AXES)
     d = diffs[(diffs.technique == "pgd_at") & (diffs.metric == "robust_acc")].iloc[0]
-    assert d["diff"] == pytest.approx(0.87 - 0.56) and d.significant
+    # on its own metric the effect IS the claim: the same numbers and verdict
+    claim = table[table.technique == "pgd_at"].iloc[0]
+    assert d["diff"] == pytest.approx(0.87 - 0.56) and d.verdict == claim.verdict == "supported"
+    assert (d.ci_low, d.ci_high, d.p_adjusted) == (claim.ci_low, claim.ci_high, claim.p_adjusted)
     t = diffs[(diffs.technique == "trades") & (diffs.metric == "clean_acc")].iloc[0]
     assert t.scenario == "label_noise" and t["diff"] == pytest.approx(0.75 - 0.72)
-    assert not t.significant  # 0.05, 0.03, 0.01: CI [−0.02, 0.08] contains 0
+    assert t.verdict == "exploratory"  # a side metric of the trades claim: no verdict
     cost = aggregate.cost_multiple(sel)
     assert cost[("pgd_at", "clean")] == pytest.approx(2.0)
 
 
 def test_aggregation_matches_the_golden_file(outputs):
     sel = aggregate.select(aggregate.load_runs(outputs))
+    runs = aggregate.load_runs(outputs)
+    effects = claims.effects(runs, claims.claims(runs), AXES)
     got = pd.concat([aggregate.cells(sel, AXES).assign(kind="cell"),
-                     aggregate.versus_erm(sel, AXES).rename(columns={"diff": "mean"}).assign(kind="vs_erm")])
+                     effects.rename(columns={"diff": "mean"}).assign(kind="vs_erm")])
     got = got[["kind", "technique", "scenario_key", "metric", "mean", "std", "n", "ci_low", "ci_high"]]
     got = got.sort_values(["kind", "technique", "scenario_key", "metric"]).reset_index(drop=True)
     path = GOLDEN / "aggregate.csv"
@@ -95,18 +102,16 @@ def test_unreadable_records_are_reported_not_fatal(outputs):
 
 def test_differences_pair_with_the_erm_of_the_same_study(outputs):
     """Another study's ERM wins the scenario's ERM selection (better validation score); a
-    technique is still compared with the ERM its own study trained beside it."""
+    technique is still compared with the ERM its own study trained beside it (its claim's twin)."""
     other = load_study("matrix", "smoke", {"data.n_train": None})  # the same data regime
     for seed in (0, 1, 2):
         fake_run(outputs, other, "erm", seed, 0.99, 0.10, val=0.999)
     runs = aggregate.load_runs(outputs)
     sel = aggregate.select(runs)
     assert sel[sel.technique == "erm"].study.eq("matrix").any()  # the scenario's selected ERM
-    pooled = aggregate.versus_erm(sel, ["robust_acc"])
-    paired = aggregate.versus_erm(sel, ["robust_acc"], runs)
+    paired = claims.effects(runs, claims.claims(runs), ["robust_acc"])
     p = paired[(paired.technique == "pgd_at")].iloc[0]
-    assert p.baseline == "erm arm of study adversarial" and p["diff"] == pytest.approx(0.87 - 0.56)
-    assert pooled[pooled.technique == "pgd_at"].iloc[0]["diff"] == pytest.approx(0.87 - 0.10)
+    assert p.study == "adversarial" and p.baseline == "erm" and p["diff"] == pytest.approx(0.87 - 0.56)
 
 
 def test_explorers_are_widgets_live_and_a_static_view_in_batch(monkeypatch, capsys):

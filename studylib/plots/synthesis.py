@@ -73,12 +73,18 @@ def tradeoffs(cells: pd.DataFrame, cost: pd.Series):
     return fig
 
 
+def _short(key: str) -> str:
+    from ..report import scenario_short
+
+    return scenario_short(key)
+
+
 def effects(diffs: pd.DataFrame, metric: str, ax=None):
     """Each technique's difference to ERM on ``metric`` per scenario, with its 95% CI."""
     d = diffs[diffs.metric == metric].copy()
     if ax is None:
         fig, ax = plt.subplots(figsize=(7, 0.35 * max(4, len(d)) + 1))
-    d["label"] = d.technique + " · " + d.scenario_key
+    d["label"] = (d.claim if "claim" in d else d.technique) + " · " + d.scenario_key.map(_short)
     d = d.sort_values("diff")
     ax.errorbar(d["diff"], d.label, xerr=[(d["diff"] - d.ci_low).fillna(0), (d.ci_high - d["diff"]).fillna(0)],
                 fmt="o", color="0.2", ecolor="0.6", capsize=3)
@@ -93,9 +99,10 @@ SCENARIO_ORDER = ["clean", "small_data", "label_noise", "imbalance", "spurious"]
 
 def matrix_effects(diffs: pd.DataFrame, metric: str):
     """The matrix study on one scorecard axis: techniques (rows) × train-time scenarios (columns),
-    each cell the difference to the ERM of the same scenario (mean over seeds); ``*`` marks a
-    cell whose 95% CI excludes 0 (uncorrected). Coloured by benefit: green helps, red hurts, for
-    lower-is-better axes too."""
+    each cell the matrix claim's difference to its equal-footing ERM twin (mean over seeds, from
+    :func:`studylib.claims.effects`). Exploratory: no cell is marked significant (the matrix is
+    outside every claim family; its CIs are in the CSV). Coloured by benefit: green helps, red
+    hurts, for lower-is-better axes too."""
     from ..report import METRIC_WORDS, parse_scenario_key, scenario_short
 
     d = diffs[diffs.metric == metric].copy()
@@ -104,10 +111,8 @@ def matrix_effects(diffs: pd.DataFrame, metric: str):
     kinds = {k: parse_scenario_key(k)[1] for k in d.scenario_key.unique()}
     order = sorted(kinds, key=lambda k: (SCENARIO_ORDER.index(kinds[k]) if kinds[k] in SCENARIO_ORDER else 99, k))
     sign = -1 if metric in LOWER_IS_BETTER else 1
-    value = d.pivot_table(index="technique", columns="scenario_key", values="diff").reindex(columns=order)
-    star = d.pivot_table(index="technique", columns="scenario_key", values="significant", aggfunc="max").reindex(columns=order)
+    value = d.pivot_table(index="claim" if "claim" in d else "technique", columns="scenario_key", values="diff").reindex(columns=order)
     labels = value.map(lambda v: "" if pd.isna(v) else f"{v:+.2f}")
-    labels = labels + star.map(lambda v: "*" if v is True or v == 1 else "")
     value.columns = [scenario_short(k) for k in value.columns]
     bound = max(0.02, float(value.abs().max().max()) if value.notna().any().any() else 0.02)
     fig, ax = plt.subplots(figsize=(1.35 * len(order) + 2.6, 0.33 * len(value) + 1.3))
@@ -115,7 +120,7 @@ def matrix_effects(diffs: pd.DataFrame, metric: str):
                 cbar=False, ax=ax, annot_kws={"fontsize": 8}, linewidths=0.5, linecolor="white")
     words = METRIC_WORDS.get(metric, metric)
     ax.set_title(f"{words}: difference to ERM" + (" (lower is better)" if sign < 0 else "")
-                 + "  · * 95% CI excludes 0", fontsize=10)
+                 + " · exploratory", fontsize=10)
     ax.set_xlabel("")
     ax.set_ylabel("")
     ax.tick_params(axis="both", labelsize=8)

@@ -195,13 +195,17 @@ class Technique:
 
     @classmethod
     def sample_hparams(cls, seed: int) -> dict:
-        """Random draw from the search ranges; each parameter has its own generator seeded by
-        (seed, technique, name), so adding a parameter does not shift the others."""
-        out = {}
-        for key, p in cls.params.items():
-            digest = int.from_bytes(f"{seed}/{cls.name}/{key}".encode(), "little") % (2**63)
-            out[key] = p.sample(np.random.default_rng(digest))
-        return out
+        """Random draw from the search ranges; each parameter has its own generator, seeded by an
+        MD5 hash of (seed, technique, name) (DomainBed's ``seed_hash``): the parameters of one draw
+        are independent, and adding a parameter does not shift the others."""
+        return {key: p.sample(np.random.default_rng(seed_hash(seed, cls.name, key))) for key, p in cls.params.items()}
+
+
+def seed_hash(*parts) -> int:
+    """A 63-bit integer from the MD5 digest of ``parts`` (every byte of every part counts)."""
+    import hashlib
+
+    return int(hashlib.md5("/".join(str(p) for p in parts).encode()).hexdigest(), 16) % (2**63)
 
 
 @dataclass

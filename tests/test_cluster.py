@@ -74,9 +74,9 @@ def test_a_sweep_on_a_scheduler_and_two_workers_started_from_the_command_line(tm
         address = json.loads(info.read_text())["address"]
         assert address.startswith("tcp://127.0.0.1:")
         for i in (1, 2):
-            procs.append(_start([DASK, "worker", address, "--host", "127.0.0.1", "--nworkers", "1", "--nthreads", "1",
-                                 "--no-dashboard", "--name", f"worker-{i}", "--local-directory", str(scratch),
-                                 "--death-timeout", "60"], logs[i], env))
+            procs.append(_start([DASK, "worker", "--scheduler-file", str(info), "--host", "127.0.0.1",
+                                 "--nworkers", "1", "--nthreads", "1", "--no-dashboard", "--name", f"worker-{i}",
+                                 "--local-directory", str(scratch), "--death-timeout", "60"], logs[i], env))
         with Client(address, timeout=30) as client:
             client.wait_for_workers(2, timeout=90)
             assert len(client.scheduler_info()["workers"]) == 2

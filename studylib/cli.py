@@ -142,7 +142,7 @@ def cmd_audit(args) -> int:
     for rec in todo:
         try:
             r = audit_run(rec.dir, tolerance, args.max_examples)
-        except RecordError as e:
+        except (RecordError, DataError) as e:
             return _err(f"{e} (the runs audited before it are in {path})" if rows else str(e))
         rows.append(r)
         verdict = {True: "OVERSTATED", False: "holds", None: "(subset: no verdict)"}[r["overstated"]]

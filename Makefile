@@ -10,6 +10,11 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PROFILE ?= quick
 BIN := $(VENV)/bin
+# The stamps name what they installed: the torch stamp carries a checksum of TORCH_SPEC, so another
+# spec on an existing .venv (make study TORCH_SPEC="... cu126") reinstalls torch; the kit's stamp
+# follows pyproject.toml and the torch stamp.
+TORCH_ID := $(shell printf '%s' '$(TORCH_SPEC)' | cksum | cut -d' ' -f1)
+TORCH_STAMP := $(VENV)/.torch-$(TORCH_ID)
 STAMP := $(VENV)/.studylib-installed
 
 .PHONY: install study test lab bench screenshot audit clean-outputs
@@ -20,10 +25,17 @@ STAMP := $(VENV)/.studylib-installed
 # pip installs them instead). Both byte-compile at install: where PYTHONDONTWRITEBYTECODE is set
 # (as on the CI machines) nothing is compiled later, and every kernel and worker would compile its
 # imports from source (imports took twice as long, the suite 1.6× as long).
-$(STAMP): pyproject.toml
+# A torch of another spec is uninstalled first: pip takes torch==2.13.0+cpu as satisfying
+# torch==2.13.0 from any index, and would keep it.
+$(TORCH_STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@rm -f $(VENV)/.torch-*
 	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/python -m pip uninstall --quiet --yes torch
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	@touch $@
+
+$(STAMP): pyproject.toml $(TORCH_STAMP)
 	$(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode -e ".[dev]" \
 	  || $(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/python -m pip check

@@ -41,9 +41,10 @@ torch.set_num_threads(_threads)
 # (sequential seconds measured on 2026-12-02), so that the workers finish together.
 _STUDIES = {p.stem for p in (Path(__file__).parent / "params").glob("*.yaml")}
 _SHARES_RUNS = {"tests/test_study_e2e.py": "adversarial"}  # reuses the adversarial study's smoke runs
-_LONGEST_FIRST = ["adversarial", "tests/test_sweep.py", "tests/test_one_verdict.py", "elr", "deq", "self_adaptive", "cw_erm",
-                  "tests/test_standard.py", "matrix", "regularization", "dropout", "noise_augmentation",
-                  "tests/test_records.py", "tests/test_attacks.py", "synergy", "dro"]
+_LONGEST_FIRST = ["adversarial", "tests/test_sweep.py", "tests/test_one_verdict.py", "elr", "deq", "self_adaptive",
+                  "cw_erm", "tests/test_standard.py", "tests/test_cluster.py", "matrix", "regularization", "dropout",
+                  "noise_augmentation", "tests/test_records.py", "tests/test_attacks.py", "synergy", "tests/test_docs.py",
+                  "dro"]
 
 
 def _unit(nodeid: str) -> str:

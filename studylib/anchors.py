@@ -1,7 +1,7 @@
-"""Published numbers to show beside the kit's own (STUDY-PROTOCOL "Published anchors").
+"""Published numbers to show beside the kit's own (docs/gpu-full-profile.md lists them with their papers).
 
-``note`` says where the protocol marks a figure "(memory)": it was not read from the source and is
-shown as such. These are on the papers' datasets and models (CIFAR-10, MNIST,
+``note`` marks a figure recalled rather than read from its source ("from memory"): it is shown as
+such. These are on the papers' datasets and models (CIFAR-10, MNIST,
 Waterbirds, ...), not on the kit's embedded data: a guide to direction and size, not a target.
 """
 

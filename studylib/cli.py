@@ -5,7 +5,7 @@ imports this module; problems arrive as exceptions and leave as one ``studylib: 
     studylib check <params.yaml | study> [--profile P]
     studylib sweep <sweep.yaml | name> [--workers N] [--scheduler tcp://host:port] [--data-root DIR]
     studylib report [--profile P]
-    studylib audit <study> [--profile P] [--arm A]... [--tolerance T] [--max-examples N]
+    studylib audit <study> [--profile P] [--arm A]... [--tolerance T] [--max-examples N] [--data-root DIR]
     studylib data download|check|list [NAME] [--root DIR] [--mirror URL]
     studylib list
 
@@ -119,6 +119,7 @@ def cmd_audit(args) -> int:
     from .records import iter_run_records
 
     tolerance = TOLERANCE if args.tolerance is None else args.tolerance
+    _set_data_root(args)
     if args.study not in study_names():
         return _err(f"unknown study {args.study!r} (known: {', '.join(study_names())})")
     todo = []
@@ -141,7 +142,7 @@ def cmd_audit(args) -> int:
     for rec in todo:
         try:
             r = audit_run(rec.dir, tolerance, args.max_examples)
-        except RecordError as e:
+        except (RecordError, DataError) as e:
             return _err(f"{e} (the runs audited before it are in {path})" if rows else str(e))
         rows.append(r)
         verdict = {True: "OVERSTATED", False: "holds", None: "(subset: no verdict)"}[r["overstated"]]
@@ -288,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     aud.add_argument("--max-examples", type=int, default=None,
                      help="attack only the first N attacked examples (a quick look: no verdict)")
     aud.add_argument("--outputs", help="outputs directory (default: $STUDYLIB_OUTPUTS or <project>/outputs)")
+    aud.add_argument("--data-root", help="where the standard datasets are (default: $STUDYLIB_DATA_ROOT or <project>/data)")
     aud.set_defaults(func=cmd_audit)
     check = sub.add_parser("check", help="validate a params file or a study without running")
     check.add_argument("target", help="a params file, or a study name")

@@ -41,7 +41,7 @@ from .techniques import get_technique, technique_names
 PROFILES = ("smoke", "quick", "full")
 #: Seeds below this are design seeds (studies designed, settings tuned, home findings asserted in
 #: tests and notebooks); seeds from it on are report seeds, fixed in advance in the quick and full
-#: profiles and never looked at while choosing a setting (STUDY-PROTOCOL "Rules for a result").
+#: profiles and never looked at while choosing a setting (the rules of docs/methodology.md).
 FIRST_REPORT_SEED = 1000
 EMBEDDED_DATASETS = ("digits", "mnist1d")
 STANDARD_DATASETS = ("mnist", "fashion_mnist", "cifar10")

@@ -2,7 +2,7 @@
 weights), so attacks and ε are in pixel units.
 
 * ``mlp``: flatten → [Linear → (BatchNorm) → ReLU → (Dropout)] × depth → Linear.
-* ``cnn``: the protocol's small CNN — conv 32 → conv 64 → max-pool → fc 128 → classes (3×3 or
+* ``cnn``: the kit's small CNN — conv 32 → conv 64 → max-pool → fc 128 → classes (3×3 or
   size-5 kernels for 1-D signals), with optional BatchNorm after each conv and dropout before the
   classifier layers.
 * ``preact_resnet18``: the adversarial-training literature's CIFAR-10 standard (images only).

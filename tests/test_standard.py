@@ -171,3 +171,21 @@ def test_config_refuses_what_cannot_work_naming_the_field():
     b = load_study("adversarial", "full", {"data.root": "/b"})
     assert a.hash() == b.hash() and a.run_config("erm", 0).hash() == b.run_config("erm", 0).hash()
 
+
+
+def test_the_audit_reads_its_data_from_data_root(data_root, tmp_path, monkeypatch, capsys):
+    """``studylib audit --data-root``, as ``run`` and ``sweep``: a run trained on a standard dataset is
+    audited with the data found there; without it (and no $STUDYLIB_DATA_ROOT) one line names the file."""
+    from studylib.cli import main
+
+    monkeypatch.setenv("STUDYLIB_DATA_ROOT", str(data_root))
+    cfg = load_study("dro", "full", TINY)
+    cfg.arms = {"erm": cfg.arms["erm"]}
+    sl.Study(cfg, outputs=tmp_path, progress=False).run()
+    monkeypatch.setenv("STUDYLIB_DATA_ROOT", str(tmp_path / "nowhere"))
+    args = ["audit", "dro", "--profile", "full", "--outputs", str(tmp_path), "--max-examples", "4"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train-images-idx3-ubyte" in err[0], err
+    assert main([*args, "--data-root", str(data_root)]) == 0
+    assert "audit: 1 runs, 0 overstated" in capsys.readouterr().out

@@ -15,7 +15,7 @@ TIMING = {"train_seconds", "seconds_per_epoch", "eval_seconds"}
 
 def test_pgd_at_beats_erm_on_pgd_accuracy_by_a_wide_margin():
     """Madry et al.: PGD-AT raises PGD accuracy at the training ε far above ERM's (smoke profile,
-    6 epochs; the quick profile's numbers are in the README)."""
+    6 epochs; the quick profile's numbers are in docs/results.md)."""
     cfg = load_study("adversarial", "smoke")
     results = Study(cfg, progress=False).run()
     s = results.summary()

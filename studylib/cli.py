@@ -253,7 +253,7 @@ def cmd_compare(args) -> int:
           + (f"; ERM twins added: {', '.join(plan.twins)}" if plan.twins else ""))
     try:
         statuses = versus.compare(plan, args.outputs, args.workers, progress=not args.quiet,
-                                  on_result=lambda s: tqdm.write(_point_line(s)))
+                                  on_result=lambda s: tqdm.write(_point_line(s)), in_process=args.in_process)
     except (ConfigError, DataError) as e:
         return _err(str(e))
     report = versus.write_report(plan, args.outputs, statuses)
@@ -286,6 +286,9 @@ def _add_plugin_parsers(sub) -> None:
     cmp.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
                      help="override a matrix config value, dotted key, YAML value (repeatable), e.g. -p arms.deq null")
     cmp.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per core)")
+    cmp.add_argument("--in-process", action="store_true",
+                     help="train in this process, one scenario after another, without executing notebooks "
+                          "(the same run records; no kernel start-up per scenario)")
     cmp.add_argument("--outputs", help="outputs directory (default: $STUDYLIB_OUTPUTS or <project>/outputs)")
     cmp.add_argument("--data-root", help="where the standard datasets are")
     cmp.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -139,12 +139,35 @@ def write_sweep(p: Plan, outputs=None) -> Path:
     return path
 
 
-def compare(p: Plan, outputs=None, workers: int | None = None, progress: bool = True, on_result=None) -> list[dict]:
-    """Run the plan's sweep: every scenario of the matrix with the technique's arm, reusing every
-    finished run record. Returns the sweep's statuses."""
-    from .sweep import run_sweep
+def compare(p: Plan, outputs=None, workers: int | None = None, progress: bool = True, on_result=None,
+            in_process: bool = False) -> list[dict]:
+    """Run the plan: every scenario of the matrix with the technique's arm, reusing every finished
+    run record. By default as a sweep (the matrix notebook per scenario, on ``workers`` processes,
+    the executed notebooks kept in the study records); ``in_process``: the same runs in this
+    process, one after the other, without notebooks (the same run records). Returns a status per
+    scenario."""
+    if not in_process:
+        from .sweep import run_sweep
 
-    return run_sweep(write_sweep(p, outputs), outputs, workers, progress=progress, on_result=on_result)
+        return run_sweep(write_sweep(p, outputs), outputs, workers, progress=progress, on_result=on_result)
+    import time
+
+    from .study import Study
+
+    write_sweep(p, outputs)  # the record of what was compared, either way
+    statuses = []
+    for scenario, cfg in zip(p.scenarios, p.configs()):
+        t0 = time.perf_counter()
+        results = Study(cfg, outputs, progress=progress).run(raise_on_failure=False)
+        status = {"point": f"{STUDY} [{p.profile}, {scenario_words_of(scenario)}]", "seconds": time.perf_counter() - t0}
+        if results.failed:
+            status.update(status="failed", reason="; ".join(f"{rc.arm} seed {rc.seed}: {why}" for rc, why in results.failed))
+        else:
+            status.update(status="done")
+        statuses.append(status)
+        if on_result is not None:
+            on_result(status)
+    return statuses
 
 
 # -- the report ------------------------------------------------------------------------------------

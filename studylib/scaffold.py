@@ -90,10 +90,32 @@ arms:
 '''
 
 
+PYPROJECT = '''# `pip install -e .` makes the kit find the technique through this entry point (name = the technique's name)
+[build-system]
+requires = ["setuptools>=64"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "studylib-{dashed}"
+version = "0.1.0"
+description = "{title}: a technique for the Robust Training Study Kit"
+requires-python = ">=3.10"
+dependencies = ["studylib"]
+
+[project.entry-points."studylib.techniques"]
+{name} = "{name}:{cls}"
+
+[tool.setuptools]
+py-modules = ["{name}"]
+'''
+
+
 def new_technique(name: str, directory: str | Path | None = None) -> list[Path]:
     """Write ``<name>.py``, ``test_<name>.py`` and ``<name>.params.yaml``: into ``directory``
-    (out of tree), or into the kit (``studylib/techniques/``, ``tests/``, ``params/snippets/``)
-    when None. Refuses a name that is not an identifier or is taken, and any existing file."""
+    (out of tree, with a ``pyproject.toml`` declaring the entry point, so that ``pip install -e
+    <directory>`` makes it a plugin), or into the kit (``studylib/techniques/``, ``tests/``,
+    ``params/snippets/``) when None. Refuses a name that is not an identifier or is taken, and any
+    existing file."""
     from .techniques import technique_names
 
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or keyword.iskeyword(name):
@@ -108,11 +130,11 @@ def new_technique(name: str, directory: str | Path | None = None) -> list[Path]:
                    root / "params" / "snippets" / f"{name}.yaml"]
     else:
         d = Path(directory)
-        targets = [d / f"{name}.py", d / f"test_{name}.py", d / f"{name}.params.yaml"]
+        targets = [d / f"{name}.py", d / f"test_{name}.py", d / f"{name}.params.yaml", d / "pyproject.toml"]
     existing = [str(t) for t in targets if t.exists()]
     if existing:
         raise FileExistsError(f"not overwriting {', '.join(existing)}")
-    for target, template in zip(targets, (TECHNIQUE, TEST, SNIPPET)):
+    for target, template in zip(targets, (TECHNIQUE, TEST, SNIPPET, PYPROJECT)):
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(template.format(name=name, cls=cls, title=title))
+        target.write_text(template.format(name=name, cls=cls, title=title, dashed=name.replace("_", "-")))
     return targets

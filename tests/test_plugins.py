@@ -216,6 +216,24 @@ def test_unknown_hyperparameters_of_a_plugin_are_refused_naming_the_field(tmp_pa
         versus.plan(NAME, "smoke", {"eps": 1.5})
 
 
+def test_the_worked_example_is_label_smoothing_as_pytorch_computes_it(registry):
+    import torch
+
+    from studylib.data import Batch
+
+    example = Path(__file__).parents[1] / "examples" / "studylib-label-smoothing" / "studylib_label_smoothing.py"
+    assert plugins.load(str(example)) == ["label_smoothing"]
+    cls = base.get_technique("label_smoothing")
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 4)
+    x, y = torch.randn(8, 5), torch.randint(0, 4, (8,))
+    technique = cls(cls.hparams_model()(eps=0.2), None)
+    got = technique.loss(model, Batch(x, y, torch.arange(8), y))
+    assert torch.allclose(got, torch.nn.functional.cross_entropy(model(x), y, label_smoothing=0.2))
+    log_p = torch.log_softmax(model(x), 1)  # by hand: (1 − ε)·CE + ε·mean_k(−log p_k)
+    assert torch.allclose(got, 0.8 * -log_p[torch.arange(8), y].mean() + 0.2 * -log_p.mean())
+
+
 def test_every_technique_declares_its_claim():
     assert all(not base.undeclared(base.get_technique(n)) for n in technique_names())
 
@@ -224,7 +242,8 @@ def test_the_scaffold_refuses_to_run_until_filled_in(tmp_path, registry):
     from studylib.scaffold import new_technique
 
     written = new_technique("my_method", tmp_path)
-    assert [p.name for p in written] == ["my_method.py", "test_my_method.py", "my_method.params.yaml"]
+    assert [p.name for p in written] == ["my_method.py", "test_my_method.py", "my_method.params.yaml", "pyproject.toml"]
+    assert 'my_method = "my_method:MyMethod"' in written[3].read_text()  # the entry point, for pip install -e
     assert "def loss" in written[0].read_text() and "NotImplementedError" in written[0].read_text()
     with pytest.raises(FileExistsError):
         new_technique("my_method", tmp_path)

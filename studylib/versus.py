@@ -84,6 +84,8 @@ def plan(technique: str, profile: str = "quick", hparams: dict | None = None, ov
         cls = get_technique(technique)
     except KeyError as e:
         raise ConfigError(f"technique: {e.args[0]}") from None
+    if technique == "erm":
+        raise ConfigError("technique: erm is the baseline every technique is compared with")
     if undeclared(cls):
         raise ConfigError(f"technique {technique!r} does not declare {' and '.join(undeclared(cls))}")
     chosen = matrix_scenarios()

@@ -139,7 +139,7 @@ def test_an_installed_technique_is_listed_compared_with_erm_and_its_origin_recor
     assert {d: (d / "done").read_text() for d in (out / "runs" / "matrix").iterdir()} == marks
 
 
-def test_compare_runs_the_five_matrix_scenarios_reusing_the_main_jobs_runs():
+def test_compare_runs_the_five_matrix_scenarios_reusing_the_main_jobs_runs(tmp_path):
     plan = versus.plan("elr", "quick", {"beta": 0.5})
     assert [s["kind"] for s in plan.scenarios] == list(SCENARIOS)
     assert plan.arm == "elr_compared"  # the matrix's own elr arm stays as it is
@@ -147,7 +147,7 @@ def test_compare_runs_the_five_matrix_scenarios_reusing_the_main_jobs_runs():
     assert set(plan.twins) == {"erm_like_fgsm_at", "erm_like_deq"}
     assert plan.twins["erm_like_fgsm_at"] == "fgsm_at, pgd_at, trades"
     # the sweep file: one point per scenario, on the profile's report seeds
-    spec = versus.write_sweep(plan, outputs=None).read_text()
+    spec = versus.write_sweep(plan, outputs=tmp_path).read_text()
     import yaml
 
     points = expand(yaml.safe_load(spec))

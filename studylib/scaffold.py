@@ -81,8 +81,10 @@ def test_{name}_loss_matches_the_formula():
     pytest.fail("{name}: write the loss test (values computed by hand)")
 '''
 
-SNIPPET = '''# {name}: the matrix arm (paste under `arms:` in params/matrix.yaml for an in-tree technique), or
-# nothing at all: `studylib compare {name}` adds the arm, its ERM twin and every scenario itself.
+SNIPPET = '''# {name}: the matrix arm. A params file over the matrix study (`studylib check` this file;
+# `studylib run matrix -f` it), or paste the arm under `arms:` in params/matrix.yaml for an in-tree
+# technique. `studylib compare {name}` needs none of it: it adds the arm, its ERM twin and every scenario.
+study: matrix
 arms:
   {name}: {{technique: {name}, hparams: {{lam: 1.0}}, role: secondary}}
 # an out-of-tree technique (a file, not an installed distribution) is named at the top of a params file:

@@ -8,6 +8,11 @@ imports this module; problems arrive as exceptions and leave as one ``studylib: 
     studylib audit <study> [--profile P] [--arm A]... [--tolerance T] [--max-examples N] [--data-root DIR]
     studylib data download|check|list [NAME] [--root DIR] [--mirror URL]
     studylib list
+    studylib compare <technique> [--profile P] [--hparams K=V ...] [--scenario KIND]... [-p key value]...
+    studylib new technique <name> [--dir DIR]
+
+Every command takes ``--plugin MODULE|FILE.py`` (repeatable): a technique from outside the kit
+(installed distributions with a ``studylib.techniques`` entry point are found by themselves).
 
 ``run`` validates the config first (a bad key, type or value stops it with one line naming the
 field, exit 2, before anything trains), then executes ``notebooks/<study>.ipynb`` with papermill
@@ -177,7 +182,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .techniques import get_technique, technique_names
+    from .techniques import get_technique, plugins, technique_names
 
     print("studies:   " + ", ".join(study_names()))
     print("profiles:  " + ", ".join(PROFILES))
@@ -191,7 +196,112 @@ def cmd_list(args) -> int:
         print(f"  {name}: {cls.summary}")
         for key, p in cls.params.items():
             print(f"      {key}: {p.describe()}")
+    _list_plugins(plugins, technique_names())
     return 0
+
+
+# -- techniques from outside the kit: plugins, compare, the scaffold ---------------------------------
+def _list_plugins(plugins, names) -> None:
+    """`studylib list`: where each plugin technique came from, and the refused plugins (one line each)."""
+    for name in names:
+        o = plugins.origin(name)
+        if o["source"] != "built-in":
+            print(f"plugin {name}: {o['source']}, module {o['module']}"
+                  + (f", {o['distribution']} {o.get('version') or ''}".rstrip() if o.get("distribution") else ""))
+    for what, reason in plugins.refused().items():
+        print(f"refused plugin {what}: {reason}")
+
+
+def _use_plugins(args) -> int | None:
+    """``--plugin`` of any command: loaded here and named in $STUDYLIB_PLUGINS for the kernels and
+    workers; a refused one stops the command in one line (exit 2)."""
+    from .techniques import plugins
+
+    try:
+        plugins.use(getattr(args, "plugin", None))
+    except plugins.PluginError as e:
+        return _err(str(e))
+    return None
+
+
+def _hparams(pairs) -> dict:
+    import yaml
+
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--hparams: {pair!r} is not KEY=VALUE")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def cmd_compare(args) -> int:
+    """One technique against every baseline (studylib.versus): validated first, then the matrix in
+    every scenario with the technique's arm (finished records reused), then the report."""
+    from tqdm.auto import tqdm
+
+    from . import versus
+
+    t0 = time.perf_counter()
+    _set_data_root(args)
+    try:
+        plan = versus.plan(args.technique, args.profile, _hparams(args.hparams), _overrides(args.param),
+                           args.scenario, [str(Path(p).resolve()) if Path(p).exists() else p for p in args.plugin or []])
+    except ConfigError as e:
+        return _err(str(e))
+    print(f"{args.technique}: arm {plan.arm} of the matrix study, {len(plan.scenarios)} scenarios, profile {plan.profile}"
+          + (f"; ERM twins added: {', '.join(plan.twins)}" if plan.twins else ""))
+    try:
+        statuses = versus.compare(plan, args.outputs, args.workers, progress=not args.quiet,
+                                  on_result=lambda s: tqdm.write(_point_line(s)), in_process=args.in_process)
+    except (ConfigError, DataError) as e:
+        return _err(str(e))
+    report = versus.write_report(plan, args.outputs, statuses)
+    failed = [s for s in statuses if s["status"] != "done"]
+    print(f"report: {report} ({time.perf_counter() - t0:.1f} s; {len(failed)} of {len(statuses)} scenarios failed)")
+    return 1 if failed else 0
+
+
+def cmd_new(args) -> int:
+    from .scaffold import new_technique
+
+    try:
+        written = new_technique(args.name, args.dir)
+    except (ValueError, FileExistsError) as e:
+        return _err(str(e))
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def _add_plugin_parsers(sub) -> None:
+    cmp = sub.add_parser("compare", help="a technique (built-in or plugin) against every technique of the matrix "
+                                         "in its five scenarios, beside equal-footing ERM twins; reuses finished runs")
+    cmp.add_argument("technique")
+    cmp.add_argument("--profile", choices=PROFILES, default="quick",
+                     help="quick (default) and full: the report seeds; smoke: design seeds, nothing is a finding")
+    cmp.add_argument("--hparams", nargs="+", metavar="KEY=VALUE", help="the technique's hyperparameters (YAML values)")
+    cmp.add_argument("--scenario", action="append", choices=SCENARIOS,
+                     help="only this scenario of the matrix sweep (repeatable; default: all five)")
+    cmp.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                     help="override a matrix config value, dotted key, YAML value (repeatable), e.g. -p arms.deq null")
+    cmp.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per core)")
+    cmp.add_argument("--in-process", action="store_true",
+                     help="train in this process, one scenario after another, without executing notebooks "
+                          "(the same run records; no kernel start-up per scenario)")
+    cmp.add_argument("--outputs", help="outputs directory (default: $STUDYLIB_OUTPUTS or <project>/outputs)")
+    cmp.add_argument("--data-root", help="where the standard datasets are")
+    cmp.add_argument("--quiet", action="store_true", help="no progress bar")
+    cmp.set_defaults(func=cmd_compare)
+    new = sub.add_parser("new", help="scaffold: `new technique NAME` writes a technique file, its test and a params snippet")
+    new.add_argument("kind", choices=["technique"])
+    new.add_argument("name", help="the technique's name (a Python identifier, e.g. label_smoothing)")
+    new.add_argument("--dir", default=None, help="where to write (default: in the kit, studylib/techniques/ and tests/)")
+    new.set_defaults(func=cmd_new)
+    for parser in sub.choices.values():
+        parser.add_argument("--plugin", action="append", metavar="MODULE|FILE.py",
+                            help="load a technique from this module or file (repeatable)")
 
 
 _ROOT_HELP = "data root (default: $STUDYLIB_DATA_ROOT or <project>/data)"
@@ -298,11 +408,15 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="studies, techniques with defaults and ranges, datasets, scenarios, profiles")
     lst.set_defaults(func=cmd_list)
     _add_data_parser(sub)
+    _add_plugin_parsers(sub)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    refused = _use_plugins(args)
+    if refused is not None:
+        return refused
     try:
         return args.func(args)
     except KeyboardInterrupt:

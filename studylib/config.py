@@ -36,7 +36,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import paths
-from .techniques import get_technique, technique_names
+from .techniques import get_technique, plugins, technique_names
+from .techniques.base import refused_note
 
 PROFILES = ("smoke", "quick", "full")
 #: Seeds below this are design seeds (studies designed, settings tuned, home findings asserted in
@@ -282,7 +283,10 @@ class ArmConfig(_Strict):
     @classmethod
     def _known(cls, v):
         if v not in technique_names():
-            raise ValueError(f"unknown technique {v!r} (known: {', '.join(technique_names())})")
+            raise ValueError(f"unknown technique {v!r} (known: {', '.join(technique_names())}){refused_note(v)}")
+        if get_technique(v).home_scenario not in SCENARIOS:
+            raise ValueError(f"technique {v!r} declares home_scenario {get_technique(v).home_scenario!r} "
+                             f"(known: {', '.join(SCENARIOS)})")
         return v
 
     @model_validator(mode="after")
@@ -508,17 +512,39 @@ def load_study(study: str, profile: str | None = None, overrides=None,
     study_profiles = raw.pop("profiles", {}) or {}
     if not isinstance(study_profiles, dict) or set(study_profiles) - set(PROFILES):
         raise ConfigError(f"profiles: {study_file} may only have sections {', '.join(PROFILES)}")
+    _load_plugins(raw, study_file)
     merged = _deep_merge({"study": study}, raw)
     merged = _deep_merge(merged, _read_yaml(paths.params_dir() / "profiles" / f"{profile}.yaml", f"profile {profile}"))
     merged = _deep_merge(merged, study_profiles.get(profile) or {})
     if params_file is not None:
         extra = _read_yaml(Path(params_file), "params file")
+        _load_plugins(extra, Path(params_file))
         merged = _deep_merge(merged, extra)
-    merged = _deep_merge(merged, parse_overrides(overrides))
+    parsed = parse_overrides(overrides)
+    _load_plugins(parsed, None)
+    merged = _deep_merge(merged, parsed)
     merged["profile"] = profile
     if isinstance(merged.get("arms"), dict):  # an arm set to null is removed (-p arms.trades null)
         merged["arms"] = {k: v for k, v in merged["arms"].items() if v is not None}
     return build_study(merged)
+
+
+def _load_plugins(raw: dict, source: Path | None) -> None:
+    """Load (and remove from ``raw``) a params file's top-level ``plugins:`` list: modules or
+    ``.py`` files of techniques (:mod:`studylib.techniques.plugins`), paths relative to the file's
+    folder (to the working directory for ``-p plugins``). A refused plugin is a ConfigError."""
+    specs = raw.pop("plugins", None)
+    if specs is None:
+        return
+    if isinstance(specs, str):
+        specs = [specs]
+    if not isinstance(specs, list) or not all(isinstance(s, str) for s in specs):
+        raise ConfigError(f"plugins: a list of module names or .py files{f' (in {source})' if source else ''}")
+    for spec in specs:
+        try:
+            plugins.load(spec, source.parent.resolve() if source else None, "params file")
+        except plugins.PluginError as e:
+            raise ConfigError(f"plugins: {e}") from None
 
 
 def build_study(data: dict) -> StudyConfig:

@@ -22,6 +22,7 @@ from .data import Data, check_available, make_data
 from .evaluate import scorecard
 from .models import count_parameters, rebuild
 from .records import RunRecord, atomic_write_json, environment
+from .techniques import plugins
 from .train import fit, resolve_device
 
 HEADLINE = ["clean_acc", "robust_acc", "corruption_acc", "balanced_acc", "worst_group_acc", "ece", "gen_gap"]
@@ -103,7 +104,9 @@ class Study:
             failures.append(f"{rc.arm} seed {rc.seed}: {reason}")
 
     def _run_one(self, rc: RunConfig, rec: RunRecord, data: Data) -> None:
-        rec.start(rc.model_dump(mode="json"), {**environment(self.device), "seed": rc.seed})
+        # where the technique came from: built-in, or a plugin's module, distribution and version
+        rec.start(rc.model_dump(mode="json"), {**environment(self.device), "seed": rc.seed,
+                                               "technique": plugins.origin(rc.technique)})
         result = fit(rc, data, progress=self.progress)
         card = scorecard(result.model, data, rc, result.technique)
         card["metrics"].update(result.technique.score(result.model, data))

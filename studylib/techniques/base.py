@@ -227,22 +227,53 @@ class RunContext:
 _REGISTRY: dict[str, type[Technique]] = {}
 
 
+def undeclared(cls: type[Technique]) -> list[str]:
+    """The claim attributes (``home_scenario``, ``home_metric``) that ``cls`` takes from the base
+    class instead of declaring them (on itself or a technique it derives from): without them a
+    claim would quietly be about clean accuracy on clean data. Only ERM, the baseline, needs none."""
+    if cls.name == "erm":
+        return []
+    return [attr for attr in ("home_scenario", "home_metric")
+            if next(k for k in cls.__mro__ if attr in vars(k)) is Technique]
+
+
 def register(cls: type[Technique]) -> type[Technique]:
     """Class decorator: add a technique to the registry under ``cls.name``."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"technique {cls.name!r} registered twice")
+        raise ValueError(f"technique {cls.name!r} is registered twice ({_REGISTRY[cls.name].__module__} "
+                         f"and {cls.__module__})")
+    missing = undeclared(cls)
+    if missing:
+        raise ValueError(f"technique {cls.name!r} ({cls.__module__}) does not declare {' and '.join(missing)} "
+                         "(the scenario it was made for and the scorecard metric its claim is about)")
     _REGISTRY[cls.name] = cls
     return cls
+
+
+def unregister(name: str) -> None:
+    """Remove a technique (a plugin refused after it registered)."""
+    _REGISTRY.pop(name, None)
 
 
 def get_technique(name: str) -> type[Technique]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown technique {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+        raise KeyError(f"unknown technique {name!r}; known: {', '.join(sorted(_REGISTRY))}{refused_note(name)}") from None
 
 
 def technique_names() -> list[str]:
     return sorted(_REGISTRY)
+
+
+#: plugins refused (``studylib.techniques.plugins``): what was named → the one-line reason
+REFUSED: dict[str, str] = {}
+
+
+def refused_note(name: str) -> str:
+    """For an unknown technique's error: the refused plugins, in case one of them was meant."""
+    if not REFUSED:
+        return ""
+    return " (refused plugins: " + "; ".join(f"{k}: {v}" for k, v in REFUSED.items()) + ")"

@@ -46,6 +46,8 @@ class DEQ(Technique):
     """
 
     name = "deq"
+    home_scenario = "clean"
+    home_metric = "clean_acc"
     summary = "deep equilibrium model (torchdeq): fixed-point layer, implicit gradients, solver diagnostics"
     params = {
         "solver": Param("anderson", "forward fixed-point solver", choices=SOLVERS),

@@ -41,6 +41,7 @@ class ELR(Technique):
 
     name = "elr"
     home_scenario = "label_noise"
+    home_metric = "clean_acc"
     summary = "early-learning regularisation: CE + λ·mean log(1 − ⟨t_i, p_i⟩), t_i a running mean of p_i"
     params = {
         "beta": Param(0.7, "momentum of the per-example target (CIFAR-10 asym / CIFAR-100: 0.9)",

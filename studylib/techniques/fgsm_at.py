@@ -30,6 +30,7 @@ class FGSMAT(Technique):
     name = "fgsm_at"
     summary = "FGSM with random start (fast AT), catastrophic-overfitting check each epoch"
     adversarial = True
+    home_scenario = "clean"
     home_metric = "robust_acc"
     params = {
         "eps": Param(8 / 255, "L∞ radius in pixel units (MNIST 0.3)", low=1 / 255, high=0.3, log=True, ge=0),

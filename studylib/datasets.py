@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from . import paths
+from .records import atomic_write_bytes
 
 __all__ = ["DataError", "DatasetSpec", "STANDARD", "data_root", "read_idx", "load", "status"]
 
@@ -297,11 +298,7 @@ def _verify_published(path: Path, hint: str) -> bool:
                         f"({h.hexdigest()}, published {published[0]}): modified or damaged; {hint}")
     _VERIFIED[key] = [*stamp, published[0]]
     try:
-        cache = _cache_file()
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(_VERIFIED))
-        os.replace(tmp, cache)
+        atomic_write_bytes(_cache_file(), json.dumps(_VERIFIED).encode())
     except OSError:  # a read-only home: the check is repeated next time, nothing else changes
         pass
     return True

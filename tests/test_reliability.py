@@ -104,3 +104,71 @@ def test_a_file_of_the_published_size_must_have_the_published_md5(tmp_path, monk
     batch.write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))  # same size, one bit changed
     with pytest.raises(D.DataError, match="not its MD5"):
         D.load("cifar10", tmp_path)
+
+
+# -- atomic records ---------------------------------------------------------------------------------
+
+_SAVE_CHILD = """
+import json, sys, time, torch
+from pathlib import Path
+from studylib import records
+rec, ready, where = records.RunRecord(Path(sys.argv[1])), Path(sys.argv[2]), sys.argv[3]
+real_save, real_dumps = torch.save, json.dumps
+
+def stalled_save(obj, f):  # writes half of the new weights, then waits to be killed
+    real_save(obj, f)
+    f.truncate(f.tell() // 2)
+    f.flush()
+    ready.touch()
+    time.sleep(600)
+
+def stalled_dumps(obj, **kw):  # the metrics are being written: the kill lands before its rename
+    ready.touch()
+    time.sleep(600)
+
+if where == "model":
+    torch.save = stalled_save
+else:
+    json.dumps = lambda obj, **kw: stalled_dumps(obj) if "new" in obj else real_dumps(obj, **kw)
+rec.save({"clean_acc": 0.9, "new": True}, [{"epoch": 1, "new": True}], {"w": torch.full((256, 256), 2.0)})
+"""
+
+
+@pytest.mark.parametrize("where", ["model", "metrics"])
+def test_a_kill_during_save_leaves_the_old_record_intact(tmp_path, where):
+    """A real SIGKILL of a child process while it saves a record over an old one: every file is the
+    old one (or, for the files the save had finished, wholly the new one), each readable."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from studylib.records import RunRecord
+
+    rec = RunRecord(tmp_path / "run")
+    rec.save({"clean_acc": 0.5}, [{"epoch": 1}], {"w": torch.ones(256, 256)})
+    old_model = (rec.dir / "model.pt").read_bytes()
+    ready = tmp_path / "ready"
+    child = subprocess.Popen([sys.executable, "-c", _SAVE_CHILD, str(rec.dir), str(ready), where])
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert child.poll() is None, "the child died before the kill"
+            assert time.monotonic() < deadline, "the child never reached the save"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert rec.metrics() == {"clean_acc": 0.5}
+    if where == "model":
+        assert (rec.dir / "model.pt").read_bytes() == old_model
+    assert torch.equal(rec.state_dict()["w"], torch.full((256, 256), 1.0 if where == "model" else 2.0))
+    # history.json is written first: the save had replaced it whole before the kill
+    assert rec.history() == [{"epoch": 1, "new": True}]
+    assert bool(list(rec.dir.glob(".*.tmp"))) == (where == "model")  # the half-written temporary
+    rec.start({"c": 1}, {})
+    assert not list(rec.dir.glob(".*.tmp"))

@@ -7,12 +7,14 @@ import hashlib
 import pickle
 
 import pytest
+import torch
 
 from studylib import cli
 from studylib import datasets as D
 from studylib.config import load_study
 from studylib.data import check_available, load_standard, make_data
 from studylib.fixtures import write_fixture
+from studylib.records import RunRecord
 from studylib.study import Study
 
 
@@ -144,10 +146,6 @@ def test_a_kill_during_save_leaves_the_old_record_intact(tmp_path, where):
     import sys
     import time
 
-    import torch
-
-    from studylib.records import RunRecord
-
     rec = RunRecord(tmp_path / "run")
     rec.save({"clean_acc": 0.5}, [{"epoch": 1}], {"w": torch.ones(256, 256)})
     old_model = (rec.dir / "model.pt").read_bytes()
@@ -172,3 +170,95 @@ def test_a_kill_during_save_leaves_the_old_record_intact(tmp_path, where):
     assert bool(list(rec.dir.glob(".*.tmp"))) == (where == "model")  # the half-written temporary
     rec.start({"c": 1}, {})
     assert not list(rec.dir.glob(".*.tmp"))
+
+
+# -- resuming a killed run --------------------------------------------------------------------------
+
+RESUME = {"train.epochs": 4, "train.checkpoint_every": 0, "train.select": "val_acc", "eval.attacks": ["fgsm"],
+          "eval.eps": [0.0, 0.1], "eval.corruptions": ["blur"],
+          "arms": {"elr": {"technique": "elr"}, "sat": {"technique": "sat", "hparams": {"es_fraction": 0.25}}}}
+
+_RUN_CHILD = """
+import json, sys, time
+from pathlib import Path
+import studylib.train as T
+from studylib import Study, load_study
+from studylib.data import make_data
+from studylib.records import RunRecord
+outputs, arm, ready = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+cfg = load_study("dro", "smoke", json.loads(sys.argv[4]))
+rc = cfg.run_config(arm, 0)
+real_validate, epochs = T.validate, []
+
+def validate(*a, **k):  # epoch 3 has trained, its validation waits to be killed
+    epochs.append(1)
+    if len(epochs) == 3:
+        ready.touch()
+        time.sleep(600)
+    return real_validate(*a, **k)
+
+T.validate = validate
+Study(cfg, outputs, progress=False)._run_one(rc, RunRecord.for_config(rc, outputs), make_data(rc.data, rc.seed))
+"""
+
+
+def _run(cfg, arm, outputs):
+    rc = cfg.run_config(arm, 0)
+    rec = RunRecord.for_config(rc, outputs)
+    Study(cfg, outputs, progress=False)._run_one(rc, rec, make_data(rc.data, rc.seed))
+    return rec
+
+
+def _no_clock(obj):
+    """``obj`` without wall-clock times (the only numbers a resumed run may differ in)."""
+    if isinstance(obj, dict):
+        return {k: _no_clock(v) for k, v in obj.items() if "seconds" not in k}
+    if isinstance(obj, list):
+        return [_no_clock(v) for v in obj]
+    return obj
+
+
+@pytest.mark.parametrize("arm", ["erm", "elr", "sat", "group_dro"])
+def test_a_killed_run_resumes_to_the_same_result(tmp_path, arm, monkeypatch):
+    """A child process training a run is SIGKILLed in epoch 3 (after the checkpoints of epochs 1 and
+    2); the rerun trains epochs 3 and 4 only, and its history and metrics equal an uninterrupted
+    run's bit for bit (CPU), for techniques with state across epochs (ELR's targets, SAT's soft
+    labels, Group DRO's q) and without."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import studylib.train as T
+
+    cfg = load_study("dro", "smoke", RESUME)
+    assert cfg.device in ("auto", "cpu")
+    killed, ready = tmp_path / "killed", tmp_path / "ready"
+    child = subprocess.Popen([sys.executable, "-c", _RUN_CHILD, str(killed), arm, str(ready), json.dumps(RESUME)],
+                             env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    try:
+        deadline = time.monotonic() + 300
+        while not ready.exists():
+            assert child.poll() is None, "the child died before the kill"
+            assert time.monotonic() < deadline, "the child never reached epoch 3"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    rec = RunRecord.for_config(cfg.run_config(arm, 0), killed)
+    assert (rec.dir / "checkpoint.pt").is_file() and not rec.done
+
+    validated = []
+    real_validate = T.validate
+    monkeypatch.setattr(T, "validate", lambda *a, **k: validated.append(1) or real_validate(*a, **k))
+    resumed = _run(cfg, arm, killed)
+    assert len(validated) == 2, "the rerun did not continue from epoch 3"
+    assert resumed.done and not (resumed.dir / "checkpoint.pt").exists()
+    whole = _run(cfg, arm, tmp_path / "whole")
+    assert [row["epoch"] for row in resumed.history()] == [1, 2, 3, 4]
+    assert _no_clock(resumed.history()) == _no_clock(whole.history())
+    assert _no_clock(resumed.metrics()) == _no_clock(whole.metrics())
+    a, b = resumed.state_dict(), whole.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -198,6 +198,8 @@ class TrainConfig(_Strict):
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast for training steps (evaluation stays fp32)")
     channels_last: bool = Field(False, description="channels_last memory format for image models and batches (CUDA only; ignored on CPU)")
     compile: bool = Field(False, description="torch.compile the model for training steps")
+    checkpoint_every: float = Field(60.0, ge=0, description="seconds between resume checkpoints, written at "
+                                    "epoch ends (0: every epoch); not part of the run's hash")
 
 
 class EvalConfig(_Strict):
@@ -408,10 +410,11 @@ class StudyConfig(_Common):
 # -- loading -------------------------------------------------------------------------------------
 def config_hash(cfg: BaseModel, names: bool = True) -> str:
     """A short stable hash of the full resolved config (canonical JSON), without ``data.root``
-    (where the files sit does not change a result) and an arm's ``baseline`` and ``role`` (how the
+    (where the files sit does not change a result), ``train.checkpoint_every`` (nor does how often
+    a run saves its progress) and an arm's ``baseline`` and ``role`` (how the
     report reads a result does not either); ``names=False`` leaves out the study, arm and profile
     names too."""
-    dump = cfg.model_dump(mode="json", exclude={"data": {"root"}})
+    dump = cfg.model_dump(mode="json", exclude={"data": {"root"}, "train": {"checkpoint_every"}})
     for key in ("baseline", "role") if names else ("baseline", "role", "study", "arm", "profile"):
         dump.pop(key, None)
     text = json.dumps(dump, sort_keys=True, separators=(",", ":"))

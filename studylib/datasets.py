@@ -9,6 +9,13 @@ No torch, no torchvision, no caching; the caller converts and keeps.
     root/cifar10/cifar-10-python.tar.gz                              (the archive, kept)
     root/cifar10/cifar-10-batches-py/{data_batch_1..5,test_batch}    (python pickles)
 
+No file is unpickled unrestricted: a CIFAR-10 batch is read by :class:`_BatchUnpickler`, which admits
+numpy's array reconstruction and nothing else, so a planted pickle is refused before any of its
+code could run. A batch of the published size must also have the published MD5 (checked before it
+is read; a verified file is remembered by size, mtime, ctime and inode, in this process and in the
+user's cache directory, so a second read is not slowed); a file of another size is not the
+published file (the tiny fixtures, a user's own stand-in) and is guarded by the unpickler alone.
+
 The root is ``data_root()``: an explicit argument, else ``$STUDYLIB_DATA_ROOT``, else
 ``<project>/data``. ``load(name, root)`` returns ``(x_train, y_train, x_test, y_test)``: x uint8
 shaped (N, C, H, W), y int64. Every problem is one line, a :class:`DataError` naming the file.
@@ -21,6 +28,8 @@ URLs and MD5s are torchvision's (``torchvision/datasets/mnist.py`` and ``cifar.p
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import os
 import pickle
 import shlex
@@ -31,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from . import paths
+from .records import atomic_write_bytes
 
 __all__ = ["DataError", "DatasetSpec", "STANDARD", "data_root", "read_idx", "load", "status"]
 
@@ -46,6 +56,13 @@ _CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
 _CIFAR_FOLDER = "cifar-10-batches-py"
 _CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _CIFAR_TEST = "test_batch"
+# the published batches: MD5s as torchvision lists them (datasets/cifar.py), sizes in bytes
+_CIFAR_PUBLISHED = {"data_batch_1": ("c99cafc152244af753f735de768cd75f", 31035704),
+                    "data_batch_2": ("d4bba439e000b95fd0a9bffe97cbabec", 31035320),
+                    "data_batch_3": ("54ebc095f3ab1f0389bbae665268c751", 31035999),
+                    "data_batch_4": ("634d18415352ddfa80567beed471001a", 31035696),
+                    "data_batch_5": ("482c414d41f54cd18b22e5b47cb7c3cb", 31035623),
+                    "test_batch": ("40351d587109b95175f43aff81a1287e", 31035526)}
 
 
 @dataclass
@@ -207,12 +224,96 @@ def _load_idx(spec: DatasetSpec, root: Path):
     return tuple(out)
 
 
-def _read_cifar_batch(path: Path, hint: str) -> tuple[np.ndarray, np.ndarray]:
+def _latin1_encode(text, encoding="latin1"):
+    """What a protocol-2 pickle written by Python 3 calls to rebuild ``bytes``
+    (``_codecs.encode(str, "latin1")``), admitted for that encoding only."""
+    if not isinstance(text, str) or encoding.replace("-", "").lower() != "latin1":
+        raise pickle.UnpicklingError(f"refused _codecs.encode({type(text).__name__}, {encoding!r})")
+    return text.encode("latin1")
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR-10 batch holds (dicts, lists, bytes, numbers and numpy arrays) and
+    refuses every other global, so no function named in the file is ever called."""
+
+    # ndarray.__reduce__'s reconstructor is admitted under each module name numpy pickled it with
+    _ALLOWED = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                ("_codecs", "encode"): _latin1_encode,
+                ("numpy.core.multiarray", "_reconstruct"): np.zeros(0).__reduce__()[0],
+                ("numpy._core.multiarray", "_reconstruct"): np.zeros(0).__reduce__()[0]}
+
+    def find_class(self, module, name):
+        try:
+            return self._ALLOWED[(module, name)]
+        except KeyError:
+            raise _Refused(f"{module}.{name}") from None
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle asked for a global a CIFAR-10 batch does not hold."""
+
+
+def _cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "studylib" / "verified-md5.json"
+
+
+_VERIFIED: dict[str, list] = {}  # path -> [size, mtime_ns, ctime_ns, inode, md5] of files found good
+
+
+def _stamp(st: os.stat_result) -> list:
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _verify_published(path: Path, hint: str) -> bool:
+    """A batch of the published size must be the published file: its MD5 is checked before it is
+    read. A verified file is remembered by (size, mtime, ctime, inode) -- ctime cannot be set back
+    by a user -- in this process and in the user's cache directory (not the data root, which others
+    may write). True for the published file; False for a file of another size, which is left to
+    :class:`_BatchUnpickler`."""
+    published = _CIFAR_PUBLISHED.get(path.name)
     try:
-        with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="bytes")
+        st = path.stat()
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+    if published is None or st.st_size != published[1]:
+        return False
+    key, stamp = str(path.resolve()), _stamp(st)
+    if not _VERIFIED:
+        try:
+            _VERIFIED.update(json.loads(_cache_file().read_text()))
+        except (OSError, ValueError):
+            pass
+    if _VERIFIED.get(key) == [*stamp, published[0]]:
+        return True
+    h = hashlib.md5(usedforsecurity=False)
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+    if h.hexdigest() != published[0]:
+        raise DataError(f"{path}: refused: it has the published file's size but not its MD5 "
+                        f"({h.hexdigest()}, published {published[0]}): modified or damaged; {hint}")
+    _VERIFIED[key] = [*stamp, published[0]]
+    try:
+        atomic_write_bytes(_cache_file(), json.dumps(_VERIFIED).encode())
+    except OSError:  # a read-only home: the check is repeated next time, nothing else changes
+        pass
+    return True
+
+
+def _read_cifar_batch(path: Path, hint: str) -> tuple[np.ndarray, np.ndarray]:
+    _verify_published(path, hint)
+    try:
+        with open(path, "rb") as f:
+            entry = _BatchUnpickler(f, encoding="bytes").load()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+    except _Refused as e:
+        raise DataError(f"{path}: refused: not a plain CIFAR-10 batch: it asks for {e}, which could run "
+                        f"code (nothing of it was run); {hint}") from None
     except Exception as e:  # UnpicklingError, EOFError, ValueError, ...: a cut or damaged pickle
         raise DataError(f"{path}: truncated or corrupt pickle ({type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else 'no detail'}); {hint}") from None
@@ -232,6 +333,10 @@ def _read_cifar_batch(path: Path, hint: str) -> tuple[np.ndarray, np.ndarray]:
     return x.reshape(len(x), 3, 32, 32), y
 
 
+def _cifar_hint(spec: DatasetSpec, root: Path) -> str:
+    return f"delete it and run {_get_cmd(spec, root)} to extract it again"
+
+
 def _load_cifar(spec: DatasetSpec, root: Path):
     d = root / spec.directory
     folder = d / _CIFAR_FOLDER
@@ -243,7 +348,7 @@ def _load_cifar(spec: DatasetSpec, root: Path):
                                 f"extract it with {_get_cmd(spec, root)}")
             raise DataError(f"{folder / n}: not found; get it with {_get_cmd(spec, root)} "
                             f"or from {spec.urls(_CIFAR_ARCHIVE)[0]}")
-    hint = f"delete it and run {_get_cmd(spec, root)} to extract it again"
+    hint = _cifar_hint(spec, root)
     train = [_read_cifar_batch(folder / n, hint) for n in _CIFAR_TRAIN]
     x_test, y_test = _read_cifar_batch(folder / _CIFAR_TEST, hint)
     return (np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), x_test, y_test)
@@ -259,7 +364,9 @@ def load(name: str, root: str | os.PathLike | None = None):
 
 
 def status(name: str, root: str | os.PathLike | None = None) -> str:
-    """``present``, ``missing`` or a short phrase on what is there, without reading the data."""
+    """``present``, ``missing`` or a short phrase on what is there. Reads no images, but checks that
+    CIFAR-10's batches are safe to read (``refused: <the reason>`` when one is not): the published
+    MD5 for a file of the published size, the restricted unpickler for any other."""
     spec = _spec(name)
     d = data_root(root) / spec.directory
     if spec.kind == "idx":
@@ -270,4 +377,12 @@ def status(name: str, root: str | os.PathLike | None = None) -> str:
         total = len(_CIFAR_TRAIN) + 1
         if have < total and (d / _CIFAR_ARCHIVE).is_file():
             return "archive only (run download to extract it)"
+        if have == total:
+            try:
+                hint = _cifar_hint(spec, data_root(root))
+                for n in (*_CIFAR_TRAIN, _CIFAR_TEST):  # the published file is known to be safe
+                    if not _verify_published(d / _CIFAR_FOLDER / n, hint):
+                        _read_cifar_batch(d / _CIFAR_FOLDER / n, hint)
+            except DataError as e:
+                return f"unusable: {e}"
     return "present" if have == total else "missing" if have == 0 else f"incomplete ({have} of {total} files)"

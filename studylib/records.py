@@ -33,6 +33,8 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from . import paths
 from ._lazy import lazy_import
 
@@ -47,19 +49,46 @@ class RecordError(RuntimeError):
     """A record on disk that cannot be read (named in the message)."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+@contextlib.contextmanager
+def atomic_file(path: Path):
+    """Yield a binary file to write ``path``'s new content into; on a clean exit it takes the name
+    ``path`` in one step. The one write path of every file a record holds: a unique temporary name in
+    the same directory, fsync, ``os.replace``, then fsync of the directory (where the OS allows), so
+    a reader or a crash sees the old file or the new one, never a mix; on an error the temporary is
+    removed and the old file is untouched."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; records are meant to be read by others
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; records are meant to be read by others
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (POSIX; Windows cannot open a directory: skipped)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -150,30 +179,21 @@ class RunRecord:
         same run, or for the same content in another study (two sweeps, a test and a notebook, two
         studies of one sweep, sharing one outputs directory), waits here, then finds the run done and
         reuses it instead of training it again; with ``wait=False`` it is told at once (False) and
-        can do other runs first. An advisory ``flock`` on ``.shared/<content hash>.lock`` (on
+        can do other runs first. An advisory lock on ``.shared/<content hash>.lock`` (on
         ``.<hash>.lock`` beside a record without a content hash): released by the OS if the holder
-        dies; where there is no ``fcntl`` (Windows) no lock is taken."""
-        try:
-            import fcntl
-        except ImportError:
-            yield True
-            return
+        dies (:mod:`filelock`: ``flock`` on POSIX, ``msvcrt`` locking on Windows)."""
         path = self._shared / f"{self.content}.lock" if self.content else self.dir.parent / f".{self.dir.name}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                taken = False
-            else:
-                taken = True
-            if not taken:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        lock = FileLock(path, timeout=-1 if wait else 0)
+        try:
+            lock.acquire()
+        except Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
 
     def twin(self, device: str | None = None) -> "RunRecord | None":
         """The finished record, in another study, of a run with this one's content, if any (and,
@@ -198,9 +218,8 @@ class RunRecord:
         (self.dir / "failed.json").unlink(missing_ok=True)
         for name in ("history.json", "metrics.json", "model.pt"):
             if (other.dir / name).exists():
-                tmp = self.dir / f".{name}.tmp"
-                shutil.copyfile(other.dir / name, tmp)
-                os.replace(tmp, self.dir / name)
+                with open(other.dir / name, "rb") as src, atomic_file(self.dir / name) as dst:
+                    shutil.copyfileobj(src, dst)
         atomic_write_json(self.dir / "env.json", {**other.env(), "reused_from": str(other.dir.relative_to(self.dir.parent.parent))})
         atomic_write_json(self.dir / "config.json", config)
         atomic_write_json(self.dir / "done", {"finished": _now()})
@@ -208,15 +227,16 @@ class RunRecord:
     # -- writing --------------------------------------------------------------------------------
     def start(self, config: dict, env: dict) -> None:
         (self.dir / "failed.json").unlink(missing_ok=True)
+        for stale in self.dir.glob(".*.tmp"):  # left by a writer killed mid-write (start holds the lock)
+            stale.unlink(missing_ok=True)
         atomic_write_json(self.dir / "config.json", config)
         atomic_write_json(self.dir / "env.json", env)
 
     def save(self, metrics: dict, history: list[dict], state_dict: dict | None) -> None:
         atomic_write_json(self.dir / "history.json", history)
         if state_dict is not None:
-            tmp = self.dir / ".model.pt.tmp"
-            torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
-            os.replace(tmp, self.dir / "model.pt")
+            with atomic_file(self.dir / "model.pt") as f:
+                torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, f)
         atomic_write_json(self.dir / "metrics.json", metrics)
 
     def mark_done(self) -> None:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import attacks
+from . import attacks, checkpoint as ckpt
 from .config import RunConfig, TrainConfig
 from .data import Data, augment, batches
 from .metrics import accuracy_metrics
@@ -181,9 +181,12 @@ def _pgd_acc(model, split, cfg: RunConfig, size: int | None) -> float:
     return attacks.predict(model, x_adv).argmax(1).eq(y).float().mean().item()
 
 
-def fit(cfg: RunConfig, data: Data, progress: bool = True) -> FitResult:
+def fit(cfg: RunConfig, data: Data, progress: bool = True, checkpoint=None) -> FitResult:
     """Train ``cfg.technique`` on ``data`` (already on the run's device) and return the model
-    selected by ``cfg.train.select`` with its per-epoch history."""
+    selected by ``cfg.train.select`` with its per-epoch history. With ``checkpoint`` (a path), the
+    run continues from the checkpoint there if one of this run is (:mod:`studylib.checkpoint`) and
+    writes one at epoch ends, at most every ``train.checkpoint_every`` seconds; the caller removes
+    it once the run's record is done."""
     device = data.train.x.device
     seed_everything(cfg.seed, cfg.deterministic, device)
     model = build_model(cfg.model, data.input_shape, data.num_classes, data.mean, data.std).to(device)
@@ -220,7 +223,13 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True) -> FitResult:
     stopped_early = False
     train_seconds = 0.0
     steps = 0
-    bar = tqdm(range(1, cfg.train.epochs + 1), desc=f"{cfg.arm} seed {cfg.seed}", disable=not progress, leave=False)
+    resumed = ckpt.load(checkpoint, cfg.hash(), device)
+    if resumed is not None:
+        loop = ckpt.restore(resumed, model, opt, sched, technique, order_gen, device)
+        history, best_score, best_epoch, best_state, since_best, train_seconds, steps = (
+            loop[k] for k in ("history", "best_score", "best_epoch", "best_state", "since_best", "train_seconds", "steps"))
+    last_saved = time.perf_counter()
+    bar = tqdm(range(1 + (resumed["epoch"] if resumed else 0), cfg.train.epochs + 1), desc=f"{cfg.arm} seed {cfg.seed}", disable=not progress, leave=False)
     for epoch in bar:
         technique.epoch_start(epoch)
         t0 = time.perf_counter()
@@ -270,6 +279,12 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True) -> FitResult:
             break
         if cfg.train.max_steps is not None and steps >= cfg.train.max_steps:
             break
+        if (checkpoint is not None and epoch < cfg.train.epochs
+                and time.perf_counter() - last_saved >= cfg.train.checkpoint_every):
+            loop = {"history": history, "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state,
+                    "since_best": since_best, "train_seconds": train_seconds, "steps": steps}
+            ckpt.save(checkpoint, ckpt.capture(cfg.hash(), epoch, model, opt, sched, technique, order_gen, device, loop))
+            last_saved = time.perf_counter()
     model.load_state_dict(best_state)
     model.eval()
     return FitResult(model=model, history=history, best_epoch=best_epoch, epochs_run=len(history),

@@ -15,6 +15,9 @@ Hooks (all optional; the default is ERM):
                                          ECE, DEQ solver statistics), merged into the metrics
 * ``model_overrides(hp) -> dict``        (classmethod) model-config values the technique sets, e.g.
                                          the dropout rate; applied when the run config is resolved
+* ``state_dict() / load_state_dict(d)``  the technique's state across epochs, for a run's resume
+                                         checkpoint (default: the attributes named in ``state``;
+                                         none for a stateless technique)
 * ``train_index() -> Tensor | None``     the training examples the loop may take gradient steps on
                                          (None: all); e.g. a slice the technique holds out to measure
                                          its own signal on (CW-ERM's adaptive rule)
@@ -129,6 +132,9 @@ class Technique:
     #: the batch sampler this technique trains with when ``train.sampler`` is None (its published
     #: recipe): "uniform", "group_balanced" or "class_balanced"
     sampler: ClassVar[str] = "uniform"
+    #: the attributes that carry the technique's state from one epoch to the next (tensors or
+    #: numbers: ELR's target estimates, Group DRO's q, ...), saved in a run's resume checkpoint
+    state: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, hp: BaseModel, ctx: "RunContext"):
         self.hp = hp
@@ -172,6 +178,15 @@ class Technique:
 
     def score(self, model: torch.nn.Module, data) -> dict:
         return {}
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs to continue as if it had never stopped (checkpointed at epoch
+        ends): the attributes named in ``state`` (tensors, numbers, lists of them)."""
+        return {name: getattr(self, name) for name in self.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self.state:
+            setattr(self, name, state[name])
 
     # -- hyperparameters ---------------------------------------------------------------------
     @classmethod

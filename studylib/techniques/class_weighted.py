@@ -124,6 +124,8 @@ class ClassWeightedERM(Technique):
                          low=0.1, high=0.3, ge=0, lt=1),
     }
 
+    state = ("weights", "class_error")
+
     def __init__(self, hp, ctx):
         super().__init__(hp, ctx)
         counts = ctx.class_counts.to("cpu")

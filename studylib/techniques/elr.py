@@ -52,6 +52,8 @@ class ELR(Technique):
                        gt=0, lt=0.5),
     }
 
+    state = ("target",)
+
     def __init__(self, hp, ctx):
         super().__init__(hp, ctx)
         self.target = torch.zeros(ctx.n_train, ctx.num_classes, device=ctx.device)

@@ -67,6 +67,8 @@ class GroupDRO(Technique):
         "adjustment": Param(0.0, "generalization adjustment C in ℓ_g + C/√n_g", low=0.0, high=5.0, ge=0),
     }
 
+    state = ("q",)
+
     def __init__(self, hp, ctx):
         super().__init__(hp, ctx)
         self.q = torch.full((ctx.n_groups,), 1.0 / ctx.n_groups, device=ctx.device)

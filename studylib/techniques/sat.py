@@ -79,6 +79,13 @@ class _SelfAdaptive:
         t, w = self.targets.update(batch.idx, F.softmax(logits.detach(), dim=1), self.hp.alpha)
         return sat_loss(logits, t, w)
 
+    def state_dict(self):
+        return {"t": self.targets.t, "seen": self.targets.seen}
+
+    def load_state_dict(self, state):
+        self.targets.t, self.targets.seen = state["t"], state["seen"]
+        self.targets._all_seen = bool(self.targets.seen.all())
+
     def dataset_weights(self) -> torch.Tensor:
         """max_j t_ij over the training split divided by its mean: the weight an example gets
         relative to the average one (a batch rescales by its own mean, so this is about the weight

@@ -15,6 +15,9 @@ Hooks (all optional; the default is ERM):
                                          ECE, DEQ solver statistics), merged into the metrics
 * ``model_overrides(hp) -> dict``        (classmethod) model-config values the technique sets, e.g.
                                          the dropout rate; applied when the run config is resolved
+* ``trained_corruptions(hp) -> tuple``   (classmethod) the scorecard's test-time corruptions
+                                         (:data:`studylib.config.CORRUPTIONS`) the technique trains
+                                         on (default none): kept out of ``corruption_acc_heldout``
 * ``train_index() -> Tensor | None``     the training examples the loop may take gradient steps on
                                          (None: all); e.g. a slice the technique holds out to measure
                                          its own signal on (CW-ERM's adaptive rule)
@@ -147,6 +150,14 @@ class Technique:
         the arm overrides them: an adversarial technique keeps the epoch of best robust validation
         accuracy (early stopping against robust overfitting, Rice et al. 2020)."""
         return {"select": "val_robust_acc"} if cls.adversarial else {}
+
+    @classmethod
+    def trained_corruptions(cls, hp: dict) -> tuple[str, ...]:
+        """The scorecard's corruptions this technique trains on with hyperparameters ``hp`` (as
+        given: missing keys take their defaults). The scorecard keeps them out of
+        ``corruption_acc_heldout`` (test corruptions held out of training, Hendrycks & Dietterich
+        2019). Default: none."""
+        return ()
 
     def eval_attacks(self, model: torch.nn.Module, eval_cfg) -> list:
         """Extra :class:`studylib.robust.AttackSpec` s for the scorecard (default: none)."""

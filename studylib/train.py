@@ -184,6 +184,9 @@ def _pgd_acc(model, split, cfg: RunConfig, size: int | None) -> float:
 def fit(cfg: RunConfig, data: Data, progress: bool = True) -> FitResult:
     """Train ``cfg.technique`` on ``data`` (already on the run's device) and return the model
     selected by ``cfg.train.select`` with its per-epoch history."""
+    technique_cls = get_technique(cfg.technique)
+    first_cfg = technique_cls.first_fit(cfg)  # a two-stage technique's first fit, on the same data
+    first = fit(first_cfg, data, progress) if first_cfg is not None else None
     device = data.train.x.device
     seed_everything(cfg.seed, cfg.deterministic, device)
     model = build_model(cfg.model, data.input_shape, data.num_classes, data.mean, data.std).to(device)
@@ -198,12 +201,11 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True) -> FitResult:
         torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
     step_model = torch.compile(model) if cfg.train.compile else model
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
-    technique_cls = get_technique(cfg.technique)
     ctx = RunContext(n_train=len(data.train), num_classes=data.num_classes, n_groups=data.n_groups,
                      epochs=cfg.train.epochs, device=device,
                      class_counts=torch.bincount(data.train.y, minlength=data.num_classes),
                      group_counts=torch.bincount(data.train.group, minlength=data.n_groups),
-                     train=data.train, val=data.val, config=cfg)
+                     train=data.train, val=data.val, config=cfg, first=first)
     technique = technique_cls(technique_cls.hparams_model()(**cfg.hparams), ctx)
     opt = make_optimizer(model.parameters(), cfg.train)
     sampler = resolve_sampler(cfg)
@@ -218,7 +220,7 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True) -> FitResult:
     history: list[dict] = []
     best_score, best_epoch, best_state, since_best = -float("inf"), 0, None, 0
     stopped_early = False
-    train_seconds = 0.0
+    train_seconds = first.train_seconds if first is not None else 0.0  # the cost of both fits
     steps = 0
     bar = tqdm(range(1, cfg.train.epochs + 1), desc=f"{cfg.arm} seed {cfg.seed}", disable=not progress, leave=False)
     for epoch in bar:

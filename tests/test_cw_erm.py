@@ -264,6 +264,7 @@ def test_adaptive_refits_on_the_same_examples_as_its_erm_twin(monkeypatch):
     assert refit.diagnostics["weights"] == first.diagnostics["weights"]
     assert max(refit.diagnostics["weights"]) - min(refit.diagnostics["weights"]) > 0.2  # learned, not uniform
     assert all(r["w_0"] == refit.history[0]["w_0"] for r in refit.history)  # fixed during the refit
+    assert [r["w_0"] for r in refit.diagnostics["first_fit"]["history"]] == [r["w_0"] for r in first.history]
     assert len(refit.history) == len(erm.history) == 4
     assert refit.train_seconds > refit.diagnostics["first_fit"]["train_seconds"] > 0
     cfg = study.run_config("adaptive", 0)

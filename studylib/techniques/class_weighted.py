@@ -212,7 +212,9 @@ class ClassWeightedERM(Technique):
                 first = self.ctx.first
                 out["first_fit"] = {**{k: v for k, v in self.learned.diagnostics().items() if k != "weighting"},
                                     "trained_examples": first.trained_examples, "epochs_run": first.epochs_run,
-                                    "train_seconds": first.train_seconds}
+                                    "train_seconds": first.train_seconds,
+                                    "history": [{k: v for k, v in row.items() if k == "epoch" or k.startswith("w_")}
+                                                for row in first.history]}
         return out
 
 

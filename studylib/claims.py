@@ -177,7 +177,7 @@ def claims(runs: pd.DataFrame, metrics: dict[str, str] | None = None, method: st
                 continue
             column, rule = _rule(g, d["candidates"] + d["baselines"], claim_selection_metric(d["technique"], scenario))
             arm, base = _select(g, d["candidates"], column), _select(g, d["baselines"], column)
-            paired = paired_by_seed(g, arm, base, metric)
+            paired = paired_by_seed(on_shared_heldout(g, arm, base, metric), arm, base, metric)
             diff = paired.t - paired.b
             mean, std, n, lo, hi = mean_ci(diff)
             p = _paired_p(diff)
@@ -198,6 +198,19 @@ def paired_by_seed(g: pd.DataFrame, arm: str, base: str, metric: str) -> pd.Data
     t = g[g.arm == arm].groupby("seed")[metric].mean()
     b = g[g.arm == base].groupby("seed")[metric].mean()
     return pd.concat({"t": t, "b": b}, axis=1).dropna()
+
+
+def on_shared_heldout(g: pd.DataFrame, arm: str, base: str, metric: str) -> pd.DataFrame:
+    """For ``metric == "corruption_acc_heldout"``: ``g`` with that column recomputed, for every row,
+    as the mean over the corruptions that *both* ``arm`` and ``base`` held out of training (their
+    ``corruption_acc_heldout@<kind>`` recorded on every seed), so the paired difference compares the
+    two on one set — a noise-augmented arm and its ERM twin both without Gaussian noise. Any other
+    metric: ``g`` unchanged."""
+    if metric != "corruption_acc_heldout":
+        return g
+    pair = g[g.arm.isin([arm, base])]
+    kinds = [c for c in g.columns if c.startswith(metric + "@") and pair[c].notna().all()]
+    return g.assign(**{metric: g[kinds].mean(axis=1) if kinds else np.nan})
 
 
 def _paired_p(diff: pd.Series) -> float:
@@ -365,7 +378,7 @@ def effects(runs: pd.DataFrame, table: pd.DataFrame, metrics: list[str]) -> pd.D
                 continue
             if metric not in g or g.loc[g.arm.isin([c.arm, c.baseline]), metric].isna().all():
                 continue
-            paired = paired_by_seed(g, c.arm, c.baseline, metric)
+            paired = paired_by_seed(on_shared_heldout(g, c.arm, c.baseline, metric), c.arm, c.baseline, metric)
             if paired.empty:
                 continue
             mean, std, n, lo, hi = mean_ci(paired.t - paired.b)

@@ -94,7 +94,8 @@ class LabelNoise(_Strict):
 
 
 class Imbalance(_Strict):
-    """Long-tailed training and validation classes, n_c = n_max · ratio^(−c/(C−1)); test balanced."""
+    """Long-tailed training classes, n_c = n_max · ratio^(−c/(C−1)); validation and test balanced
+    (validation: as many images of every class as its rarest class has)."""
 
     kind: Literal["imbalance"] = "imbalance"
     ratio: float = Field(10.0, ge=1)
@@ -103,7 +104,8 @@ class Imbalance(_Strict):
 class Spurious(_Strict):
     """A spurious border (pixel intensity ``strength`` on the image border, or on the ends of a 1-D
     signal) present on an example with probability ``correlation`` when its label group is 1, and
-    1−correlation when it is 0, in training and validation; independent of the label at test.
+    1−correlation when it is 0, in training; independent of the label in validation (on half of
+    each label group: the four groups balanced) and at test (probability ½ each).
     The label group is y ≥ C/2; with ``target="binary"`` the task is that group itself.
     Groups are (label group, border): 4 groups."""
 

@@ -37,6 +37,37 @@ def corruption_accuracy(model, x, y, cfg: EvalConfig, seed: int = 0) -> list[dic
     return rows
 
 
+def trained_corruptions(cfg: RunConfig) -> list[str]:
+    """The scorecard's corruptions a run trains on: its technique's
+    (:meth:`Technique.trained_corruptions`) and, under ``data.augment: crop_flip`` (random crops are
+    translations), ``shift``."""
+    from .techniques import get_technique
+
+    trained = set(get_technique(cfg.technique).trained_corruptions(cfg.hparams))
+    if cfg.data.augment == "crop_flip" and cfg.data.crop_padding > 0:
+        trained.add("shift")
+    return [kind for kind in corruptions.SEVERITY if kind in trained]
+
+
+def corruption_metrics(rows: list[dict], trained: list[str]) -> dict:
+    """The scorecard's corruption numbers from :func:`corruption_accuracy` rows: ``corruption_acc``
+    (mean over every corruption and severity), ``corruption_acc@<kind>`` (each corruption's mean over
+    severities), and, over the corruptions the run did not train on (``trained``), each one's again
+    as ``corruption_acc_heldout@<kind>`` and their mean ``corruption_acc_heldout`` (the mean of the
+    per-corruption means: every corruption counts once). A claim against another arm compares both
+    on the corruptions *neither* trained on (:func:`studylib.claims.on_shared_heldout`)."""
+    if not rows:
+        return {}
+    out = {"corruption_acc": float(np.mean([r["acc"] for r in rows]))}
+    for kind in dict.fromkeys(r["corruption"] for r in rows):
+        out[f"corruption_acc@{kind}"] = float(np.mean([r["acc"] for r in rows if r["corruption"] == kind]))
+    held = {k: v for k, v in out.items() if "@" in k and k.split("@")[1] not in trained}
+    out.update({f"corruption_acc_heldout@{k.split('@')[1]}": v for k, v in held.items()})
+    if held:
+        out["corruption_acc_heldout"] = float(np.mean(list(held.values())))
+    return out
+
+
 def input_gradient_norm(model, x, y, batch_size: int = 512) -> float:
     """Mean L1 norm of ∂CE/∂x per test example: a first-order proxy of sensitivity to ε-bounded
     L∞ perturbations (ε·‖∇ₓℓ‖₁ is the loss increase to first order)."""
@@ -107,10 +138,8 @@ def scorecard(model, data: Data, cfg: RunConfig, technique=None) -> dict:
         row = next((r for r in curve if r["attack"] == spec.name and r["eps"] == ecfg.main_eps), None)
         if spec.metric and row is not None:
             metrics[spec.metric] = row["acc"]
-    if corr:
-        metrics["corruption_acc"] = float(np.mean([r["acc"] for r in corr]))
-        for kind in dict.fromkeys(r["corruption"] for r in corr):
-            metrics[f"corruption_acc@{kind}"] = float(np.mean([r["acc"] for r in corr if r["corruption"] == kind]))
+    trained = trained_corruptions(cfg)
+    metrics.update(corruption_metrics(corr, trained))
     if bool(data.train.noisy.any()):
         pred = train_logits.argmax(1)
         noisy = data.train.noisy
@@ -119,6 +148,7 @@ def scorecard(model, data: Data, cfg: RunConfig, technique=None) -> dict:
     metrics["weight_sparsity"] = weight_sparsity(model)
     metrics["eval_seconds"] = time.perf_counter() - t0
     return {"metrics": metrics, "robust_curve": curve, "attacks": robust.attacks if robust else {}, "corruptions": corr,
+            "trained_corruptions": trained,
             "per_class_recall": acc["per_class_recall"], "group_acc": acc["group_acc"],
             "group_names": data.group_names, "flags": masking_flags(curve) if curve else [],
             "attacked_examples": int(len(sub))}

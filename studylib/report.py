@@ -95,6 +95,7 @@ def findings(results_or_table, metrics=("robust_acc", "clean_acc"), baseline: st
 # -- the report's answers-first summary ------------------------------------------------------------
 METRIC_WORDS = {"clean_acc": "test accuracy", "robust_acc": "robust accuracy (worst case over attacks)",
                 "corruption_acc": "accuracy under corruptions", "balanced_acc": "balanced accuracy",
+                "corruption_acc_heldout": "accuracy under the corruptions not trained on",
                 "worst_group_acc": "worst-group accuracy", "ece": "calibration error (ECE)",
                 "gen_gap": "generalization gap", "nll": "test NLL"}
 TECHNIQUE_WORDS = {"fgsm_at": "fast AT (FGSM-RS)", "pgd_at": "PGD adversarial training", "trades": "TRADES",

@@ -1,6 +1,9 @@
-"""Train-time scenarios (STUDY-PROTOCOL "Scenarios"): transforms of the training and validation
-splits; the test split stays clean and balanced unless the scenario says otherwise (spurious: the
-attribute is independent of the label at test).
+"""Train-time scenarios: transforms of the training and validation splits; the test split stays
+clean and balanced unless the scenario says otherwise (spurious: the attribute is independent of the
+label at test). Where a benchmark's validation split follows its test distribution, so does this
+one: class-balanced under imbalance (the training split long-tailed), the attribute independent of
+the label and the four groups balanced in the spurious scenario (the training split correlated).
+What each split looks like, with sizes: docs/scenarios.md.
 
 Groups: in the spurious scenario (label group, attribute); in every other scenario the label as
 given to the learner (on the training and validation splits the possibly noisy label, on the test
@@ -71,6 +74,18 @@ def add_border(x: np.ndarray, present: np.ndarray, strength: float, width: int) 
     return x
 
 
+def balanced_attribute(label_group: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """A 0/1 attribute on the ⌊n/2⌋ examples of each label group's n with the smallest uniform
+    draws ``u``: the attribute independent of the label and the four (label group, attribute) groups
+    as equal as the counts allow (Waterbirds' validation split: the background balanced within each
+    class)."""
+    attr = np.zeros(len(label_group), dtype=np.int64)
+    for g in (0, 1):
+        idx = np.flatnonzero(label_group == g)
+        attr[idx[np.argsort(u[idx], kind="stable")[:len(idx) // 2]]] = 1
+    return attr
+
+
 def apply_scenario(cfg, parts: dict, num_classes: int, rng: np.random.Generator):
     """Apply scenario ``cfg`` to ``parts = {"train": (x, y), "val": ..., "test": ...}``."""
     from .data import Data, Split
@@ -97,19 +112,23 @@ def apply_scenario(cfg, parts: dict, num_classes: int, rng: np.random.Generator)
         info["train_noise_fraction"] = flipped
     elif isinstance(cfg, Imbalance):
         target = imbalance_counts(np.bincount(out["train"]["y"], minlength=C), cfg.ratio)
-        val_counts = np.bincount(out["val"]["y"], minlength=C)
-        val_target = imbalance_counts(val_counts, cfg.ratio)
+        # validation follows the test distribution, class-balanced (ImageNet-LT's balanced
+        # validation set): every class keeps as many images as the rarest class has there
+        val_target = np.full(C, np.bincount(out["val"]["y"], minlength=C).min())
         for k, tgt in (("train", target), ("val", val_target)):
             keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(out[k]["y"] == c), size=tgt[c], replace=False)
                                            for c in range(C)]))
             out[k] = {f: v[keep] for f, v in out[k].items()}
-        description = f"long-tailed classes, ratio {cfg.ratio:g} ({target.max()} → {target.min()} per class); balanced test"
+        description = (f"long-tailed classes, ratio {cfg.ratio:g} ({target.max()} → {target.min()} per class); "
+                       f"balanced validation ({val_target[0]} per class) and test")
         info["train_class_counts"] = target.tolist()
     elif isinstance(cfg, Spurious):
         for k in ("train", "val", "test"):
             label_group = (out[k]["y_true"] >= C // 2).astype(np.int64)
             if k == "test":
                 attr = (rng.random(len(label_group)) < 0.5).astype(np.int64)
+            elif k == "val":  # as test (the border independent of the label), group-balanced:
+                attr = balanced_attribute(label_group, rng.random(len(label_group)))  # half of each label group
             else:
                 agree = rng.random(len(label_group)) < cfg.correlation
                 attr = np.where(agree, label_group, 1 - label_group)
@@ -122,8 +141,10 @@ def apply_scenario(cfg, parts: dict, num_classes: int, rng: np.random.Generator)
             C = 2
         group_names = [f"y{'≥' if g else '<'}{num_classes // 2}, {'border' if a else 'no border'}"
                        for g in (0, 1) for a in (0, 1)]
+        val_groups = np.bincount(out["val"]["group"], minlength=4)
         description = (f"spurious border aligned with the label group in {cfg.correlation:.0%} of training "
-                       f"examples, independent at test; target: {cfg.target}")
+                       f"examples, independent of it in validation (groups of {val_groups.min()}–{val_groups.max()}) "
+                       f"and test; target: {cfg.target}")
     else:  # pragma: no cover - the config's discriminated union makes this unreachable
         raise ValueError(f"unknown scenario {cfg!r}")
     if not isinstance(cfg, Spurious):

@@ -187,6 +187,9 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True, checkpoint=None) -> F
     run continues from the checkpoint there if one of this run is (:mod:`studylib.checkpoint`) and
     writes one at epoch ends, at most every ``train.checkpoint_every`` seconds; the caller removes
     it once the run's record is done."""
+    technique_cls = get_technique(cfg.technique)
+    first_cfg = technique_cls.first_fit(cfg)  # a two-stage technique's first fit, on the same data
+    first = fit(first_cfg, data, progress) if first_cfg is not None else None
     device = data.train.x.device
     seed_everything(cfg.seed, cfg.deterministic, device)
     model = build_model(cfg.model, data.input_shape, data.num_classes, data.mean, data.std).to(device)
@@ -201,12 +204,11 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True, checkpoint=None) -> F
         torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
     step_model = torch.compile(model) if cfg.train.compile else model
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
-    technique_cls = get_technique(cfg.technique)
     ctx = RunContext(n_train=len(data.train), num_classes=data.num_classes, n_groups=data.n_groups,
                      epochs=cfg.train.epochs, device=device,
                      class_counts=torch.bincount(data.train.y, minlength=data.num_classes),
                      group_counts=torch.bincount(data.train.group, minlength=data.n_groups),
-                     train=data.train, val=data.val, config=cfg)
+                     train=data.train, val=data.val, config=cfg, first=first)
     technique = technique_cls(technique_cls.hparams_model()(**cfg.hparams), ctx)
     opt = make_optimizer(model.parameters(), cfg.train)
     sampler = resolve_sampler(cfg)
@@ -221,7 +223,7 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True, checkpoint=None) -> F
     history: list[dict] = []
     best_score, best_epoch, best_state, since_best = -float("inf"), 0, None, 0
     stopped_early = False
-    train_seconds = 0.0
+    train_seconds = first.train_seconds if first is not None else 0.0  # the cost of both fits
     steps = 0
     resumed = ckpt.load(checkpoint, cfg.hash(), device)
     if resumed is not None:

@@ -167,8 +167,9 @@ def test_adaptive_trains_without_its_held_out_slice_and_measures_the_error_there
     assert make(counts=[10, 5, 2], train=split, weighting="class_balanced").train_index() is None
 
 
-def _adaptive_run(data, monkeypatch=None, guard=None):
-    cfg = load_study("cw_erm", "smoke", overrides={"train.epochs": 4}).run_config("adaptive", 0)
+def _adaptive_run(data, monkeypatch=None, guard=None, refit=False):
+    cfg = load_study("cw_erm", "smoke", overrides={"train.epochs": 4, "arms.adaptive.hparams.refit": refit}
+                     ).run_config("adaptive", 0)
     if guard is not None:
         def guarded_validate(model, data, cfg):  # the loop's own validation may read the labels
             guard.open = True
@@ -233,6 +234,42 @@ def test_adaptive_takes_no_gradient_step_on_its_held_out_slice(monkeypatch):
     kept = result.technique.train_index()
     idx = torch.cat(seen)
     assert bool(torch.isin(idx, kept).all()) and len(idx.unique()) == len(kept)
+
+
+def test_adaptive_refits_on_the_same_examples_as_its_erm_twin(monkeypatch):
+    """The adaptive rule learns its weights on a first fit that holds a slice out, then refits from
+    scratch on the whole training split with those weights fixed: its model takes gradient steps on
+    exactly the examples its ERM twin does, and the weights are the first fit's final ones."""
+    indices = []  # the example index the loop hands the batcher, one per epoch
+    batches = train.batches
+
+    def recording(split, *args, index=None, **kwargs):
+        indices.append(index)
+        yield from batches(split, *args, index=index, **kwargs)
+
+    monkeypatch.setattr(train, "batches", recording)
+    data = make_data(load_study("cw_erm", "smoke").data, 0)
+    first = _adaptive_run(data)
+    indices.clear()
+    refit = _adaptive_run(data, refit=True)
+    # 4 epochs of the first fit on the kept slice, then 4 of the refit on the whole split (no index, as ERM)
+    assert [i is None for i in indices] == [False] * 4 + [True] * 4
+    assert torch.equal(indices[0], first.technique.train_index())
+    study = load_study("cw_erm", "smoke", overrides={"train.epochs": 4})
+    erm = train.fit(study.run_config("erm", 0), data, progress=False)
+    assert erm.trained_examples is None and refit.trained_examples is None  # the whole training split
+    assert first.trained_examples == len(data.train) - sum(first.diagnostics["signal_examples_per_class"])
+    # the refit's first fit is the refit=False run: same slice, same learned weights
+    assert refit.diagnostics["first_fit"]["trained_examples"] == first.trained_examples
+    assert refit.diagnostics["weights"] == first.diagnostics["weights"]
+    assert max(refit.diagnostics["weights"]) - min(refit.diagnostics["weights"]) > 0.2  # learned, not uniform
+    assert all(r["w_0"] == refit.history[0]["w_0"] for r in refit.history)  # fixed during the refit
+    assert [r["w_0"] for r in refit.diagnostics["first_fit"]["history"]] == [r["w_0"] for r in first.history]
+    assert len(refit.history) == len(erm.history) == 4
+    assert refit.train_seconds > refit.diagnostics["first_fit"]["train_seconds"] > 0
+    cfg = study.run_config("adaptive", 0)
+    assert get_technique("cw_erm").first_fit(cfg).hparams["refit"] is False
+    assert get_technique("cw_erm").first_fit(study.run_config("class_balanced", 0)) is None
 
 
 def test_hyperparameters_are_validated():

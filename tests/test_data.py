@@ -79,6 +79,40 @@ def test_spurious_border_aligned_in_training_independent_at_test():
     assert torch.bincount(d.test.group, minlength=4).min() > 60
 
 
+@pytest.mark.parametrize("ratio", [10, 20, 50])
+@pytest.mark.parametrize("seed", [0, 1000])
+def test_imbalance_validation_is_class_balanced_and_large_enough_to_select_on(ratio, seed):
+    """The training split keeps the long tail; the validation split has the same number of images
+    of every class: 26 on digits at the default 15% (one image moves a class's recall by 0.04)."""
+    d = make_data(DataConfig(scenario=Imbalance(ratio=ratio)), seed)
+    train, val = torch.bincount(d.train.y, minlength=10), torch.bincount(d.val.y, minlength=10)
+    assert train[0] / train[-1] == pytest.approx(ratio, rel=0.2)
+    assert (val == val[0]).all() and val[0] >= 25, val.tolist()
+    assert torch.equal(d.val.group, d.val.y)  # the groups a technique or the loop reads: the classes
+
+
+@pytest.mark.parametrize("val_fraction, smallest", [(0.15, 60), (0.25, 100)])  # the matrix's, the DRO study's
+@pytest.mark.parametrize("seed", [0, 1000])
+def test_spurious_validation_is_group_balanced_with_the_border_independent_of_the_label(val_fraction, smallest, seed):
+    d = make_data(DataConfig(scenario=Spurious(correlation=0.95), val_fraction=val_fraction), seed)
+    groups = torch.bincount(d.val.group, minlength=4)
+    assert groups.min() >= smallest and groups.max() - groups.min() <= 1, groups.tolist()
+    attr = d.val.group % 2
+    assert torch.equal(attr.bool(), d.val.x[:, 0, 0, :].mean(1) == 1.0)  # the attribute is the border
+    train = torch.bincount(d.train.group, minlength=4)
+    assert train[1] + train[2] < 0.1 * len(d.train)  # the training split keeps the correlation
+
+
+def test_the_validation_split_changes_nothing_in_the_training_and_test_splits():
+    """The balanced validation splits are drawn with the random numbers the correlated / long-tailed
+    ones used, so the training and test splits are those of earlier versions (numbers measured with
+    the correlated / long-tailed validation splits, seed 0)."""
+    for scenario, n_train, pixels, test_groups in ((Spurious(correlation=0.95), 1077, 33713, 675),
+                                                   (Imbalance(ratio=50), 290, 5680, 2016)):
+        d = make_data(DataConfig(scenario=scenario), 0)
+        assert (len(d.train), int(d.train.x.sum()), int(d.test.group.sum())) == (n_train, pixels, test_groups)
+
+
 @pytest.mark.parametrize("dataset", ["digits", "mnist1d"])
 @pytest.mark.parametrize("kind", list(corruptions.SEVERITY))
 def test_corruptions_stay_in_range_grow_with_severity_and_repeat(dataset, kind):

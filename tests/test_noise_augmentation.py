@@ -164,3 +164,66 @@ def test_noise_augmentation_beats_erm_on_gaussian_noise_and_variety_on_the_mean(
     rows = results.corruptions()
     assert set(rows.columns) >= {"arm", "seed", "corruption", "severity", "acc"} and len(rows) == 7 * 6
     assert results.flags() == []
+
+
+def test_each_augmentation_declares_the_test_corruptions_it_trains_on():
+    from studylib.config import CORRUPTIONS
+    from studylib.evaluate import trained_corruptions
+
+    noise, variety = get_technique("gaussian_noise_aug"), get_technique("variety_aug")
+    assert noise.trained_corruptions({}) == ("gaussian_noise",)
+    assert noise.trained_corruptions({"sigma": 0.0}) == ()
+    assert variety.trained_corruptions({}) == ("shift", "rotation")
+    assert variety.trained_corruptions({"sigma": 0.2, "max_rotation": 0.0}) == ("gaussian_noise", "shift")
+    assert get_technique("erm").trained_corruptions({}) == ()
+    assert set(variety.trained_corruptions({"sigma": 0.2})) <= set(CORRUPTIONS)
+    # the run's set: the technique's, plus shift under random-crop augmentation (translations)
+    cfg = load_study("noise_augmentation", "smoke")
+    assert trained_corruptions(cfg.run_config("variety_noise", 0)) == ["gaussian_noise", "shift", "rotation"]
+    assert trained_corruptions(cfg.run_config("erm", 0)) == []
+    cropped = load_study("noise_augmentation", "smoke", {"data.augment": "crop_flip"})
+    assert trained_corruptions(cropped.run_config("noise_010", 0)) == ["gaussian_noise", "shift"]
+
+
+def test_heldout_corruption_accuracy_leaves_out_the_trained_ones():
+    from studylib.evaluate import corruption_metrics
+
+    rows = [{"corruption": k, "severity": s, "acc": a}
+            for k, accs in (("gaussian_noise", (0.9, 0.7)), ("blur", (0.8, 0.6)), ("shift", (0.5, 0.3)))
+            for s, a in zip((1, 3), accs)]
+    m = corruption_metrics(rows, ["gaussian_noise"])
+    assert m["corruption_acc"] == pytest.approx(3.8 / 6) and m["corruption_acc@gaussian_noise"] == pytest.approx(0.8)
+    assert m["corruption_acc_heldout"] == pytest.approx((0.7 + 0.4) / 2)
+    assert set(k for k in m if k.startswith("corruption_acc_heldout@")) == {"corruption_acc_heldout@blur",
+                                                                             "corruption_acc_heldout@shift"}
+    assert corruption_metrics(rows, [])["corruption_acc_heldout"] == pytest.approx(m["corruption_acc"])
+    assert "corruption_acc_heldout" not in corruption_metrics(rows, ["gaussian_noise", "blur", "shift"])
+
+
+def test_the_corruption_claim_compares_both_arms_on_the_arms_held_out_corruptions(tmp_path):
+    """ERM is poor on Gaussian noise (0.2), the noise arm good (0.9), both 0.8 ± a little elsewhere:
+    on the corruptions the noise arm held out the two differ by the little only. Comparing the arm's
+    held-out mean with ERM's over all six (Gaussian noise included) would credit it with +0.1."""
+    from studylib import aggregate, claims
+    from studylib.evaluate import corruption_metrics, trained_corruptions
+    from studylib.records import RunRecord
+
+    cfg = load_study("noise_augmentation", "smoke", {"seeds": [0, 1, 2]})
+    kinds = ("gaussian_noise", "blur", "brightness", "contrast", "shift", "rotation")
+    for seed in range(3):
+        for arm, noise_acc, other in (("erm", 0.2, 0.8), ("noise_010", 0.9, 0.8 + 0.01 * seed)):
+            rc = cfg.run_config(arm, seed)
+            rows = [{"corruption": k, "severity": 3, "acc": noise_acc if k == "gaussian_noise" else other}
+                    for k in kinds]
+            rec = RunRecord.for_config(rc, tmp_path)
+            rec.start(rc.model_dump(mode="json"), {"seed": seed})
+            metrics = {**corruption_metrics(rows, trained_corruptions(rc)), "clean_acc": 0.9, "train_seconds": 1.0,
+                       "epochs_run": 1}
+            rec.save({"metrics": metrics, "fit": {"selected_val": {"val_acc": 0.9}}}, [], None)
+            rec.mark_done()
+    runs = aggregate.load_runs(tmp_path)
+    assert (runs[runs.arm == "erm"].corruption_acc_heldout - (0.2 + 5 * 0.8) / 6).abs().max() < 1e-9
+    row = claims.claims(runs).set_index("claim").loc["noise_010"]
+    assert row.metric == "corruption_acc_heldout" and row.baseline == "erm"
+    assert row["diff"] == pytest.approx(0.01) and row.baseline_value == pytest.approx(0.8)
+    assert row.value == pytest.approx(0.81)

@@ -76,7 +76,8 @@ def balanced_accuracy(results, metric: str = "balanced_acc"):
 
 def class_weights(results, seed: int | None = None):
     """Left: the final class weights of every cw_erm arm (log scale; uniform = 1). Right: the weights
-    over epochs of the scheduled rules (DRW's switch, the adaptive updates), one line per class."""
+    over epochs of the scheduled rules (DRW's switch, the adaptive updates: in the first fit of a
+    refit run), one line per class."""
     res = next(iter(_by_label(results).values()))
     seed = res.cfg.seeds[0] if seed is None else seed
     final, over_time = [], []
@@ -86,7 +87,8 @@ def class_weights(results, seed: int | None = None):
         w = r.metrics["diagnostics"].get("weights", [])
         final += [{"arm": r.config.arm, "class": c, "weight": v} for c, v in enumerate(w)]
         if r.config.hparams["weighting"] in ("drw", "adaptive"):
-            for row in r.history:
+            # a refit adaptive run holds its weights fixed: their course is its first fit's
+            for row in r.metrics["diagnostics"].get("first_fit", {}).get("history", r.history):
                 over_time += [{"arm": r.config.arm, "epoch": row["epoch"], "class": str(c),
                                "weight": row[f"w_{c}"]} for c in range(len(w)) if f"w_{c}" in row]
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))

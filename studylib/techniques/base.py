@@ -18,6 +18,13 @@ Hooks (all optional; the default is ERM):
 * ``state_dict() / load_state_dict(d)``  the technique's state across epochs, for a run's resume
                                          checkpoint (default: the attributes named in ``state``;
                                          none for a stateless technique)
+* ``trained_corruptions(hp) -> tuple``   (classmethod) the scorecard's test-time corruptions
+                                         (:data:`studylib.config.CORRUPTIONS`) the technique trains
+                                         on (default none): kept out of ``corruption_acc_heldout``
+* ``first_fit(cfg) -> RunConfig | None`` (classmethod) a run the loop fits first, on the same data,
+                                         before the run itself (two-stage methods: JTT's first
+                                         model); its FitResult is ``ctx.first``, its training time
+                                         counts in the run's. Default: None
 * ``train_index() -> Tensor | None``     the training examples the loop may take gradient steps on
                                          (None: all); e.g. a slice the technique holds out to measure
                                          its own signal on (CW-ERM's adaptive rule)
@@ -154,6 +161,20 @@ class Technique:
         accuracy (early stopping against robust overfitting, Rice et al. 2020)."""
         return {"select": "val_robust_acc"} if cls.adversarial else {}
 
+    @classmethod
+    def trained_corruptions(cls, hp: dict) -> tuple[str, ...]:
+        """The scorecard's corruptions this technique trains on with hyperparameters ``hp`` (as
+        given: missing keys take their defaults). The scorecard keeps them out of
+        ``corruption_acc_heldout`` (test corruptions held out of training, Hendrycks & Dietterich
+        2019). Default: none."""
+        return ()
+
+    @classmethod
+    def first_fit(cls, cfg) -> Any:
+        """The RunConfig of a fit the loop runs before this one on the same data (its
+        :class:`studylib.train.FitResult` becomes ``ctx.first``), or None (default)."""
+        return None
+
     def eval_attacks(self, model: torch.nn.Module, eval_cfg) -> list:
         """Extra :class:`studylib.robust.AttackSpec` s for the scorecard (default: none)."""
         return []
@@ -237,6 +258,7 @@ class RunContext:
     train: Any = None  # the training split (studylib.data.Split), for techniques that probe it
     val: Any = None
     config: Any = None  # the run's RunConfig (e.g. eval.main_eps for a technique's own probes)
+    first: Any = None  # the FitResult of the technique's first fit (Technique.first_fit), if any
 
 
 _REGISTRY: dict[str, type[Technique]] = {}

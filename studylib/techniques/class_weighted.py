@@ -83,8 +83,13 @@ class ClassWeightedERM(Technique):
       few examples of a rare class within a few epochs, after which their error is ≈0 and the
       weights fall back towards uniform (JTT gets a training error set only from an early-stopped
       first model). Held-out examples keep an honest error for as long as the model generalises
-      badly to a class. The price is ``holdout`` of the training examples (1 of 2 for the rarest
-      class at ratio 50), counted against this arm. ``holdout = 0`` measures e_c on the training
+      badly to a class. The price, ``holdout`` of the training examples (1 of 2 for the rarest
+      class at ratio 50), is paid by a *first fit* only: with ``refit`` (the default) the loop
+      fits the rule first (:meth:`first_fit`: this run with ``refit: False``), then trains the run
+      from scratch on the *whole* training split with the first fit's final weights fixed — JTT's
+      two stages (anniesch/jtt: the final model retrains on the whole training set, the error set
+      upweighted) — so the arm trains on the same examples as its ERM twin; the cost is two fits
+      (the run's training time counts both). ``refit: False`` keeps the first fit. ``holdout = 0`` measures e_c on the training
       examples themselves (every example trains), the weak signal, kept for comparison. Classes
       without a held-out example keep ē_c. With a handful of held-out examples in the tail, e_c is
       coarse (0 or 1 for a class with one example): the soft error grades it, the momentum m
@@ -122,9 +127,20 @@ class ClassWeightedERM(Technique):
         "holdout": Param(0.2, "adaptive rule: share of each class's training examples held out from gradient "
                          "steps to measure its error on (0: the training examples themselves)",
                          low=0.1, high=0.3, ge=0, lt=1),
+        "refit": Param(True, "adaptive rule with holdout > 0: learn the weights in a first fit, then refit on the "
+                       "whole training split with them fixed (False: keep the first fit)"),
     }
 
     state = ("weights", "class_error")
+
+    @classmethod
+    def first_fit(cls, cfg):
+        """The adaptive rule with a held-out slice (and ``refit``) learns its weights in a first fit:
+        this run with ``refit: False``."""
+        hp = {**cls.defaults(), **cfg.hparams}
+        if hp["weighting"] != "adaptive" or hp["holdout"] == 0 or not hp["refit"]:
+            return None
+        return cfg.model_copy(update={"hparams": {**cfg.hparams, "refit": False}})
 
     def __init__(self, hp, ctx):
         super().__init__(hp, ctx)
@@ -145,8 +161,12 @@ class ClassWeightedERM(Technique):
         self.switch_epoch = drw_switch_epoch(ctx.epochs, hp.drw_fraction) if rule == "drw" else None
         self.class_error = torch.zeros(C, device=ctx.device)  # ē_c of the adaptive rule
         # the adaptive rule's signal: a held-out slice of the training split (or the split itself)
-        self._trained, self.signal = None, None
-        if rule == "adaptive" and ctx.train is not None:
+        self._trained, self.signal, self.learned = None, None, None
+        if rule == "adaptive" and ctx.first is not None:  # the refit: the first fit's weights, fixed
+            self.learned = ctx.first.technique
+            self.weights = self.learned.weights.to(ctx.device)
+            self.class_error = self.learned.class_error.to(ctx.device)
+        elif rule == "adaptive" and ctx.train is not None:
             self.signal = ctx.train
             if hp.holdout > 0:
                 seed = ctx.config.seed if ctx.config is not None else 0
@@ -190,6 +210,13 @@ class ClassWeightedERM(Technique):
             if self.signal is not None:
                 out["signal_examples_per_class"] = torch.bincount(
                     self.signal.y, minlength=self.ctx.num_classes).tolist()
+            if self.learned is not None:  # the refit: what the first fit learned the weights on
+                first = self.ctx.first
+                out["first_fit"] = {**{k: v for k, v in self.learned.diagnostics().items() if k != "weighting"},
+                                    "trained_examples": first.trained_examples, "epochs_run": first.epochs_run,
+                                    "train_seconds": first.train_seconds,
+                                    "history": [{k: v for k, v in row.items() if k == "epoch" or k.startswith("w_")}
+                                                for row in first.history]}
         return out
 
 

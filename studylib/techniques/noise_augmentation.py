@@ -97,11 +97,17 @@ class GaussianNoiseAug(Technique):
     name = "gaussian_noise_aug"
     summary = "CE on x + σ·N(0, I), clamped to [0, 1] (Gaussian input-noise augmentation)"
     home_scenario = "clean"  # clean training data; the shift comes at test time (corruptions)
-    home_metric = "corruption_acc"
+    # the claim rests on the corruptions it did not train on (Gaussian noise is one it trains on)
+    home_metric = "corruption_acc_heldout"
     params = {
         "sigma": Param(0.1, "noise std σ in pixel units", low=0.02, high=0.4, log=True, ge=0, le=1),
         "p": Param(1.0, "share of examples noised in each batch", low=0.5, high=1.0, ge=0, le=1),
     }
+
+    @classmethod
+    def trained_corruptions(cls, hp: dict) -> tuple[str, ...]:
+        hp = {**cls.defaults(), **hp}
+        return ("gaussian_noise",) if hp["sigma"] > 0 and hp["p"] > 0 else ()
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         return gaussian_noise(x, self.hp.sigma, self.hp.p)
@@ -131,7 +137,7 @@ class VarietyAug(GaussianNoiseAug):
     name = "variety_aug"
     summary = "CE on randomly shifted / rotated inputs (optionally + Gaussian noise σ)"
     home_scenario = "clean"
-    home_metric = "corruption_acc"
+    home_metric = "corruption_acc_heldout"  # the corruptions other than shift, rotation (and noise)
     params = {
         "max_shift": Param(1.0, "largest shift along each axis, in pixels", low=0.0, high=2.5, ge=0),
         "max_rotation": Param(15.0, "largest rotation, in degrees (2-D inputs only)", low=0.0, high=30.0, ge=0, le=180),
@@ -139,6 +145,14 @@ class VarietyAug(GaussianNoiseAug):
         "p": Param(1.0, "share of examples transformed (and, independently, noised) in each batch", low=0.5, high=1.0,
                    ge=0, le=1),
     }
+
+    @classmethod
+    def trained_corruptions(cls, hp: dict) -> tuple[str, ...]:
+        hp = {**cls.defaults(), **hp}
+        if hp["p"] == 0:
+            return ()
+        return tuple(kind for kind, on in (("gaussian_noise", hp["sigma"] > 0), ("shift", hp["max_shift"] > 0),
+                                           ("rotation", hp["max_rotation"] > 0)) if on)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         hp = self.hp

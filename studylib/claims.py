@@ -178,6 +178,9 @@ def claims(runs: pd.DataFrame, metrics: dict[str, str] | None = None, method: st
             column, rule = _rule(g, d["candidates"] + d["baselines"], claim_selection_metric(d["technique"], scenario))
             arm, base = _select(g, d["candidates"], column), _select(g, d["baselines"], column)
             paired = paired_by_seed(on_shared_heldout(g, arm, base, metric), arm, base, metric)
+            if paired.empty:  # e.g. no corruption held out by both arms was evaluated
+                rows.append({**row, "arm": arm, "baseline": base, "verdict": "metric not recorded for both arms"})
+                continue
             diff = paired.t - paired.b
             mean, std, n, lo, hi = mean_ci(diff)
             p = _paired_p(diff)

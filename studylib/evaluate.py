@@ -1,4 +1,4 @@
-"""The scorecard every run gets (STUDY-PROTOCOL "Scorecard"), computed once on the test split.
+"""The scorecard every run gets, computed once on the test split.
 
 Robust accuracy is the per-example worst case over the attacks asked for (``eval.attacks``) and a
 technique's own (DEQ: PGD with each solver gradient and Square), on one fixed subset of test

@@ -322,7 +322,7 @@ def sentence(r) -> str:
     """One line for a claim row: the effect, its CI and the verdict, naming both arms (an
     exploratory comparison gets its CI and no verdict words)."""
     head = f"{r.claim} — {r.metric} in {r.scenario_key}"
-    if not isinstance(r.get("arm"), str):
+    if not isinstance(r.get("arm"), str) or pd.isna(r.get("n")):
         return f"{head}: {r.verdict} ({r.footing})"
     text = (f"{head}: {r.arm} {r.value:.3f} vs {r.baseline} {r.baseline_value:.3f}, {r['diff']:+.3f}")
     if r.n >= 2 and r.role == "headline":
@@ -360,19 +360,19 @@ def without_claim(table: pd.DataFrame) -> list[str]:
 def effects(runs: pd.DataFrame, table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """Every effect against a baseline that the report shows, long (one row per claim and metric):
     the claim's own selected pair (its equal-footing baseline and validation-only selection),
-    paired by seed on each of ``metrics``. On the claim's metric the row IS the claim (same mean,
+    paired by seed on the claim's metric and on each of ``metrics``. On the claim's metric the row IS the claim (same mean,
     CI, adjusted p and verdict); on any other metric the difference is a side measurement, and its
     verdict column says "exploratory"."""
     rows = []
     if table.empty or "arm" not in table:
         return pd.DataFrame(rows)
-    for _, c in table[table.arm.notna()].iterrows():
+    for _, c in table[table.arm.notna() & table.n.notna()].iterrows():
         g = _distinct_arms(runs[(runs.study == c.study) & (runs.profile == c.profile)
                                 & (runs.scenario_key == c.scenario_key)])
         base = {"study": c.study, "profile": c.profile, "scenario_key": c.scenario_key, "scenario": c.scenario,
                 "technique": c.technique, "claim": c.claim, "role": c.role, "arm": c.arm, "baseline": c.baseline,
                 "claim_metric": c.metric}
-        for metric in metrics:
+        for metric in dict.fromkeys([c.metric, *metrics]):  # the claim's own row always, then the side metrics
             if metric == c.metric:
                 rows.append({**base, "metric": metric, "value": c.value, "baseline_value": c.baseline_value,
                              "diff": c["diff"], "std": c["std"], "n": c.n, "ci_low": c.ci_low, "ci_high": c.ci_high,

@@ -62,7 +62,7 @@ def _claim_rows(claims_table: pd.DataFrame, study: str, arm: str, baseline: str 
     the exploratory view of one setting), else the claim holding it; either may be None."""
     if claims_table.empty or "candidates" not in claims_table:
         return None, None
-    c = claims_table[(claims_table.study == study) & claims_table.arm.notna()]
+    c = claims_table[(claims_table.study == study) & claims_table.arm.notna() & claims_table.n.notna()]
     if c.empty:
         return None, None
     holds = c[[arm in str(x).split(", ") for x in c.candidates]]

@@ -148,7 +148,7 @@ def summary_table(claims_table: pd.DataFrame) -> pd.DataFrame:
 
     rows = []
     for _, r in ordered(claims_table[claims_table.role == "headline"]).iterrows():
-        tested = isinstance(r.get("arm"), str)
+        tested = isinstance(r.get("arm"), str) and not pd.isna(r.get("n"))
         rows.append({
             "technique": TECHNIQUE_WORDS.get(r.technique, r.technique) + ("" if r.claim == r.technique else f" [{r.claim}]"),
             "study": r.study,
@@ -178,7 +178,7 @@ def how_made(claims_table: pd.DataFrame) -> pd.DataFrame:
 
     rows = []
     for _, r in ordered(claims_table).iterrows():
-        tested = isinstance(r.get("arm"), str)
+        tested = isinstance(r.get("arm"), str) and not pd.isna(r.get("n"))
         rows.append({
             "study": r.study, "claim": r.claim, "scenario": scenario_short(r.scenario_key),
             "metric": r.metric + (" ↓" if r.direction == "lower" else ""),
@@ -209,7 +209,7 @@ def interpretation(claims_table: pd.DataFrame) -> list[str]:
              f"study's headline claims, adjusted together by {h.adjustment.iloc[0]}): "
              f"{counts.get('supported', 0)} supported, {counts.get('contradicted', 0)} contradicted, "
              f"{counts.get('inconclusive', 0)} inconclusive."]
-    tested = h[h.arm.notna()] if "arm" in h else h.iloc[0:0]
+    tested = h[h.arm.notna() & h.n.notna()] if {"arm", "n"} <= set(h) else h.iloc[0:0]
     sup = tested[tested.verdict == "supported"].sort_values("diff", key=abs, ascending=False)
     if len(sup):
         best = sup.iloc[0]

@@ -11,7 +11,8 @@ source) count where they were trained.
 With ``--refepoch S`` (seconds of one reference epoch — a plain PyTorch ERM epoch of the small CNN on
 1200 digits images, batch 64, Adam, 2 threads — measured on the same machine, right after the job)
 every figure is also given in reference epochs, as wall time on
-the sweep's workers: summed worker seconds ÷ workers ÷ S. The last lines give the floor that
+the sweep's workers: summed worker seconds ÷ workers ÷ S. ``s/seed`` is a study's worker seconds per
+report seed (its point time over the seeds its runs used). The last lines give the floor that
 training alone sets, and what the job would cost if every attack and all the rest took no time.
 
     python benchmarks/main_job_cost.py [--outputs outputs] [--sweep quick] [--workers 2] [--refepoch 0.13]
@@ -38,8 +39,9 @@ def point_seconds(outputs: Path, sweep: str) -> dict[str, float]:
 
 
 def run_seconds(outputs: Path, profile: str) -> dict[str, collections.Counter]:
-    """Per study: runs, reused runs, training, scorecard and per-attack seconds of its runs."""
+    """Per study: runs, reused runs, seeds, training, scorecard and per-attack seconds of its runs."""
     per: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    seeds: dict[str, set] = collections.defaultdict(set)
     for rec in iter_run_records(outputs):
         if not rec.done:
             continue
@@ -51,6 +53,8 @@ def run_seconds(outputs: Path, profile: str) -> dict[str, collections.Counter]:
             continue
         c = per[cfg["study"]]
         c["runs"] += 1
+        seeds[cfg["study"]].add(cfg.get("seed"))
+        c["seeds"] = len(seeds[cfg["study"]])
         if env.get("reused_from"):  # a copy: trained (and counted) in the study it came from
             c["reused"] += 1
             continue
@@ -79,7 +83,7 @@ def main(argv=None) -> int:
         return f"{seconds / w / ref:7.0f}" if ref else "      -"
 
     print(f"{'study':20s} {'runs':>5s} {'reused':>6s} {'point s':>8s} {'train s':>8s} {'attacks s':>9s} "
-          f"{'rest s':>7s} {'ref ep':>7s}  slowest attacks")
+          f"{'rest s':>7s} {'ref ep':>7s} {'s/seed':>7s}  slowest attacks")
     total = collections.Counter()
     for study in sorted(points, key=points.get, reverse=True):
         c = runs.get(study, collections.Counter())
@@ -87,8 +91,9 @@ def main(argv=None) -> int:
         att = sum(attacks.values())
         rest = points[study] - c["train"] - att
         top = ", ".join(f"{k} {v:.0f}" for k, v in sorted(attacks.items(), key=lambda kv: -kv[1])[:3])
+        per_seed = points[study] / c["seeds"] if c["seeds"] else float("nan")
         print(f"{study:20s} {c['runs']:5d} {c['reused']:6d} {points[study]:8.1f} {c['train']:8.1f} {att:9.1f} "
-              f"{rest:7.1f} {refs(points[study])}  {top}")
+              f"{rest:7.1f} {refs(points[study])} {per_seed:7.1f}  {top}")
         total.update({"point": points[study], "train": c["train"], "attacks": att, "rest": rest})
     print(f"{'all':20s} {'':5s} {'':6s} {total['point']:8.1f} {total['train']:8.1f} {total['attacks']:9.1f} "
           f"{total['rest']:7.1f} {refs(total['point'])}")

@@ -39,7 +39,14 @@ def test_the_audit_runs_the_standard_autoattack_on_the_same_examples(trained, au
     # the standard ensemble is at least as strong as the record's PGD-10 alone on these examples
     pgd = next(row["acc"] for row in run.metrics["robust_curve"] if row["attack"] == "pgd" and row["eps"] == 0.1)
     assert r["independent"] <= pgd
-    assert r["overstated"] == (r["independent"] < r["reported"] - 0.01)
+    # the verdict reads the per-example union: robust only if neither the record's attacks nor
+    # AutoAttack broke it, so it is at most both numbers
+    mask = run.metrics["robust_examples"]
+    assert mask["eps"] == 0.1 and len(mask["index"]) == len(mask["robust"]) == 30
+    assert mask["robust"].count("1") / 30 == pytest.approx(r["reported"])
+    assert r["basis"] == "union" and r["union"] <= min(r["reported"], r["independent"]) + 1e-9
+    assert r["diff"] == pytest.approx(r["union"] - r["reported"])
+    assert r["overstated"] == (r["union"] < r["reported"] - 0.01)
     # per stage, broken of attacked: the stages broke exactly the examples the ensemble's number lost
     stages = [part.split(" ")[1].split("/") for part in r["broke"].split(", ")]
     assert [p.split(" ")[0] for p in r["broke"].split(", ")] == ["apgd-ce", "apgd-t", "fab-t", "square"]
@@ -62,6 +69,35 @@ def test_an_overstated_robust_accuracy_is_caught_and_the_command_fails(trained, 
         assert table.overstated.tolist() == [True] and table.reported.tolist() == [1.0]
         # a subset of the examples gives no verdict (the reported number is over all of them)
         assert audit_run(run.record.dir, max_examples=5)["overstated"] is None
+    finally:
+        path.write_text(honest)
+
+
+def test_the_union_catches_what_neither_number_alone_shows(trained, audited):
+    """A record whose attacks broke other examples than AutoAttack did: each number alone agrees
+    (same count), the union does not; a record without the mask falls back to AutoAttack alone."""
+    out, run = trained
+    path = run.record.dir / "metrics.json"
+    honest = path.read_text()
+    record = json.loads(honest)
+    robust = record["metrics"]["robust_acc"]
+    aa = audited["independent_robust"]
+    assert 0 < aa.count("1") <= aa.count("0")
+    # the record claims AutoAttack's number of robust examples, but on examples AutoAttack broke
+    swapped = ["0"] * 30
+    for i in [i for i, c in enumerate(aa) if c == "0"][: aa.count("1")]:
+        swapped[i] = "1"
+    record["robust_examples"]["robust"] = "".join(swapped)
+    record["metrics"]["robust_acc"] = audited["independent"]
+    try:
+        path.write_text(json.dumps(record))
+        r = audit_run(run.record.dir)
+        assert r["reported"] == r["independent"] and r["union"] == 0.0 and r["overstated"]
+        del record["robust_examples"]
+        record["metrics"]["robust_acc"] = robust
+        path.write_text(json.dumps(record))
+        r = audit_run(run.record.dir, max_examples=5)  # a quick look is enough to see the basis
+        assert r["basis"].startswith("AutoAttack alone") and r["union"] == r["independent"]
     finally:
         path.write_text(honest)
 

@@ -242,8 +242,13 @@ class DEQNet(nn.Module):
         self.head = nn.Sequential(*head)
         o = self.opts
         grad = {"ift": True} if o.grad == "ift" else {"ift": False, "grad": o.phantom_steps}
-        self.deq = get_deq(core="indexing", f_solver=o.solver, f_max_iter=o.max_iter, f_tol=o.tol,
-                           f_stop_mode=o.stop_mode, b_solver="fixed_point_iter", b_max_iter=o.max_iter, **grad)
+        solve = dict(core="indexing", f_solver=o.solver, f_max_iter=o.max_iter, f_tol=o.tol, f_stop_mode=o.stop_mode,
+                     b_solver="fixed_point_iter")
+        self.deq = get_deq(**solve, b_max_iter=o.max_iter, **grad)  # training: the configured gradient
+        # the attacks' implicit gradient is exact IFT whatever the training gradient (a phantom
+        # gradient is a training device, not an attacker's best), its backward solve as long as the
+        # unrolled gradient's (both sum the same Neumann series to unroll_steps terms)
+        self.deq_attack = get_deq(**solve, b_max_iter=o.unroll_steps, ift=True)
         self.attack_grad = o.attack_grad
         self.jacobian_loss = False
         self.last_stats: dict = {}
@@ -273,12 +278,12 @@ class DEQNet(nn.Module):
             if torch.is_grad_enabled():  # naive: one step of f at the detached fixed point
                 z = func(z.detach())
         elif self.attack_grad == "ift":
-            # the training graph: implicit differentiation through the fixed point
-            self.deq.train()
+            # implicit differentiation through the fixed point (torchdeq builds it in train mode)
+            self.deq_attack.train()
             try:
-                z_out, info = self.deq(func, z0)
+                z_out, info = self.deq_attack(func, z0)
             finally:
-                self.deq.eval()
+                self.deq_attack.eval()
             z = z_out[-1]
         else:  # unrolled: the solver's fixed point, detached, then k steps of f on the autograd tape
             with torch.no_grad():

@@ -39,8 +39,7 @@ Design (speed without a false number). Two kinds of attack rows:
   one ``autoattack`` row for the whole ensemble.
 
 Every row has ``eps``, ``attack``, ``acc``, ``scope`` and ``n``; attack rows also ``ran_on`` and
-``broke``; rows of gradient-free attacks ``black_box: true``; a standalone row computed once for two
-names (DEQ's PGD with the model's own gradient is the scorecard's PGD) ``same_as``.
+``broke``; rows of gradient-free attacks ``black_box: true``.
 
 Fewer classes than an attack needs. APGD-T's targeted DLR loss divides by z_π1 − (z_π3 + z_π4)/2
 and needs ≥ 4 classes; the targets of APGD-T and FAB-T are capped at classes − 1. Below 4
@@ -95,7 +94,6 @@ class AttackSpec:
         every_eps: run at every ε of the grid rather than at ``eval.strong_eps`` only.
         black_box: gradient-free (for the masking flags).
         stages: ``(label, run)`` pairs of an ensemble, each on what the stages before left.
-        same_as: a standalone attack that is the very same computation (its result is reused).
         metric: flat metric name for the attack's standalone accuracy at ``eval.main_eps``.
         replaces: the profile attack (``eval.attacks`` name) this technique's attack runs in place of
             (default: the one of the same name).
@@ -108,7 +106,6 @@ class AttackSpec:
     every_eps: bool = True
     black_box: bool = False
     stages: tuple[tuple[str, AttackFn], ...] = ()
-    same_as: str | None = None
     metric: str | None = None
     replaces: str | None = None
     note: str | None = None
@@ -317,21 +314,16 @@ def robust_evaluation(model, x, y, cfg: EvalConfig, num_classes: int, seed: int 
         unbroken = clean.clone()  # robust so far: at this ε and every smaller one
         for eps in cfg.eps_grid():
             here = [s for s in plan if s.every_eps or eps in strong_eps]
-            own: dict[str, torch.Tensor] = {}
             for spec in (s for s in here if s.standalone):
-                if spec.same_as in own:
-                    correct = own[spec.same_as]
-                else:
-                    correct = clean.clone()
-                    idx = clean.nonzero().squeeze(1)
-                    if eps > 0 and len(idx):
-                        correct[idx] = timed(spec.name, spec.run, x[idx], y[idx], eps)
-                own[spec.name] = correct
+                correct = clean.clone()
+                idx = clean.nonzero().squeeze(1)
+                if eps > 0 and len(idx):
+                    correct[idx] = timed(spec.name, spec.run, x[idx], y[idx], eps)
                 unbroken &= correct
                 row = {"eps": eps, "attack": spec.name, "acc": correct.float().mean().item(), "scope": "standalone",
                        "n": n, "ran_on": int(clean.sum()), "broke": int((clean & ~correct).sum())}
                 row.update({"black_box": True} if spec.black_box else {})
-                rows.append({**row, "same_as": spec.same_as} if spec.same_as in own else row)
+                rows.append(row)
             for spec in (s for s in here if not s.standalone):
                 before = int(unbroken.sum())
                 for label, run in spec.stages or ((None, spec.run),):

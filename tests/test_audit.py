@@ -54,50 +54,35 @@ def test_the_audit_runs_the_standard_autoattack_on_the_same_examples(trained, au
     assert clean_correct - sum(int(b) for b, _ in stages) == round(r["independent"] * r["n"])
 
 
-def test_an_overstated_robust_accuracy_is_caught_and_the_command_fails(trained, capsys):
+def test_an_overstated_robust_accuracy_is_caught_by_the_union_and_the_command_fails(trained, audited, capsys):
+    """A record whose attacks claim AutoAttack's number of robust examples, but on examples
+    AutoAttack broke: each number alone agrees, the per-example union does not. A record without
+    the mask falls back to AutoAttack alone, and says so."""
     out, run = trained
     path = run.record.dir / "metrics.json"
     honest = path.read_text()
     record = json.loads(honest)
-    record["metrics"]["robust_acc"] = 1.0  # a record claiming every attacked example robust
-    path.write_text(json.dumps(record))
-    try:
-        code = main(["audit", "synergy", "--profile", "smoke", "--outputs", str(out)])
-        assert code == 1
-        assert "erm            seed 0: reported 1.0000" in capsys.readouterr().out
-        table = pd.read_csv(out / "audit" / "synergy-smoke.csv")
-        assert table.overstated.tolist() == [True] and table.reported.tolist() == [1.0]
-        # a subset of the examples gives no verdict (the reported number is over all of them)
-        assert audit_run(run.record.dir, max_examples=5)["overstated"] is None
-    finally:
-        path.write_text(honest)
-
-
-def test_the_union_catches_what_neither_number_alone_shows(trained, audited):
-    """A record whose attacks broke other examples than AutoAttack did: each number alone agrees
-    (same count), the union does not; a record without the mask falls back to AutoAttack alone."""
-    out, run = trained
-    path = run.record.dir / "metrics.json"
-    honest = path.read_text()
-    record = json.loads(honest)
-    robust = record["metrics"]["robust_acc"]
     aa = audited["independent_robust"]
     assert 0 < aa.count("1") <= aa.count("0")
-    # the record claims AutoAttack's number of robust examples, but on examples AutoAttack broke
     swapped = ["0"] * 30
     for i in [i for i, c in enumerate(aa) if c == "0"][: aa.count("1")]:
         swapped[i] = "1"
     record["robust_examples"]["robust"] = "".join(swapped)
     record["metrics"]["robust_acc"] = audited["independent"]
+    path.write_text(json.dumps(record))
     try:
-        path.write_text(json.dumps(record))
-        r = audit_run(run.record.dir)
-        assert r["reported"] == r["independent"] and r["union"] == 0.0 and r["overstated"]
+        code = main(["audit", "synergy", "--profile", "smoke", "--outputs", str(out)])
+        assert code == 1
+        assert f"erm            seed 0: reported {audited['independent']:.4f}" in capsys.readouterr().out
+        table = pd.read_csv(out / "audit" / "synergy-smoke.csv")
+        assert table.overstated.tolist() == [True] and table.union.tolist() == [0.0]
+        assert table.reported.tolist() == table.independent.tolist() == [audited["independent"]]
+        # no mask in the record: AutoAttack alone; a subset of the examples gives no verdict (the
+        # reported number is over all of them)
         del record["robust_examples"]
-        record["metrics"]["robust_acc"] = robust
         path.write_text(json.dumps(record))
-        r = audit_run(run.record.dir, max_examples=5)  # a quick look is enough to see the basis
-        assert r["basis"].startswith("AutoAttack alone") and r["union"] == r["independent"]
+        r = audit_run(run.record.dir, max_examples=5)
+        assert r["overstated"] is None and r["basis"].startswith("AutoAttack alone") and r["union"] == r["independent"]
     finally:
         path.write_text(honest)
 

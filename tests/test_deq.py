@@ -57,6 +57,20 @@ def test_implicit_and_unrolled_gradients_agree_and_naive_differs():
     assert (grads["ift"] - grads["naive"]).norm() > 1e-3 * grads["ift"].norm()
 
 
+def test_the_attack_gradient_is_implicit_whatever_the_training_gradient():
+    """A cheap training gradient (phantom, 2 steps) does not weaken the attacks: their implicit
+    gradient is the same as under implicit training (exact IFT at the fixed point)."""
+    x, y = torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    exact = _input_grad(contractive_deq("ift", unroll_steps=60), x, y)
+    phantom = contractive_deq("ift", unroll_steps=60, grad="phantom", phantom_steps=2)
+    assert torch.allclose(_input_grad(phantom, x, y), exact, atol=1e-6)
+    # while its training graph is the 2-step phantom one (another gradient)
+    phantom.train()
+    xr = x.clone().requires_grad_()
+    (g,) = torch.autograd.grad(F.cross_entropy(phantom(xr), y), xr)
+    assert (g.flatten() - exact).norm() > 1e-4 * exact.norm()
+
+
 def test_explicit_counterpart_has_about_the_same_parameters():
     deq = build_model(ModelConfig(arch="deq", channels=(32, 32), width=64), (1, 8, 8), 10)
     cnn = build_model(ModelConfig(arch="cnn", channels=(32, 32), width=64), (1, 8, 8), 10)

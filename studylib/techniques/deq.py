@@ -67,7 +67,8 @@ class DEQ(Technique):
         "jac_weight": Param(0.0, "Jacobian regularisation weight λ (0: off)", low=0.1, high=5.0, log=True, ge=0),
         "attack_grad": Param("ift", "input gradient given to the scorecard's profile attacks (the worst case "
                              "covers all three)", choices=GRAD_MODES),
-        "unroll_steps": Param(30, "fixed-point iterations of the unrolled attack gradient", low=10, high=60, ge=1),
+        "unroll_steps": Param(30, "steps of the unrolled attack gradient from z* (and of the implicit one's "
+                              "backward solve)", low=10, high=60, ge=1),
         "probe_examples": Param(200, "test examples of the solver statistics in score()", ge=1),
     }
 

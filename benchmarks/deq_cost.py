@@ -29,6 +29,7 @@ SETTINGS = {
     "fpi": {"solver": "fixed_point_iter"},
     "fpi_phantom": {"solver": "fixed_point_iter", "grad": "phantom", "phantom_steps": 5},
     "fpi8_phantom3": {"solver": "fixed_point_iter", "max_iter": 8, "grad": "phantom", "phantom_steps": 3},
+    "fpi8_phantom2": {"solver": "fixed_point_iter", "max_iter": 8, "grad": "phantom", "phantom_steps": 2},
     "fpi6_phantom2": {"solver": "fixed_point_iter", "max_iter": 6, "grad": "phantom", "phantom_steps": 2},
 }
 

@@ -16,7 +16,7 @@ def attack_table(results) -> pd.DataFrame:
     attack (the strong attacks run on what PGD left, so they have no standalone number), at the
     probe ε."""
     rows = []
-    for r in results.runs:
+    for r in (r for r in results.runs if r.config.technique == "deq"):
         m = r.metrics["metrics"]
         for key, label in GRADIENTS.items():
             if key in m:

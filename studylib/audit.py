@@ -8,10 +8,15 @@ queries, each on the examples the ones before it left). It starts from the weigh
 not from the training process. It runs on the same attacked test examples at the run's main ε, and
 clean errors count as broken, as in the scorecard.
 
-A reported number is **overstated** when the independent attack leaves fewer of those examples robust
-than the record says, by more than ``tolerance`` (a share of the attacked examples). Both numbers
-are over the same examples, so the comparison is exact up to the attacks' own randomness; no
-confidence interval is involved.
+The verdict rests on the **per-example union** of the two evaluations: an example counts as robust
+only if neither the record's attacks (its per-example mask, ``robust_examples`` in ``metrics.json``)
+nor AutoAttack broke it. A reported number is **overstated** when that union leaves fewer of the
+examples robust than the record says, by more than ``tolerance`` (a share of the attacked
+examples). The union is at most both the record's number and AutoAttack's, so it also catches a
+record whose attacks broke different examples than AutoAttack did. Both numbers are over the same
+examples, so the comparison is exact up to the attacks' own randomness; no confidence interval is
+involved. A record without the mask (written before it was saved) is compared with AutoAttack
+alone, and the table says so (``basis``).
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ TOLERANCE = 0.01  # one point of accuracy: the attacks' own randomness, not a st
 def audit_run(record_dir, tolerance: float = TOLERANCE, max_examples: int | None = None) -> dict:
     """The standard AutoAttack on one finished run's checkpoint. Returns the run's names, ``eps``,
     ``n`` (the attacked examples), ``reported`` (its robust accuracy at the main ε), ``independent``
-    (AutoAttack's), ``diff`` (independent − reported), ``overstated``, ``broke`` (per stage: broken of
-    attacked), what ran, and ``seconds``.
+    (AutoAttack's; ``independent_robust`` per example, as the record's mask), ``union`` (robust
+    under both; see the module docstring), ``basis``, ``diff``
+    (union − reported), ``overstated``, ``broke`` (per stage: broken of attacked), what ran, and
+    ``seconds``.
     ``max_examples`` attacks only the first of the run's attacked examples. This is for quick looks
     only: ``reported`` stays the number over all of them, so ``overstated`` is then left out."""
     rec = RunRecord(Path(record_dir))
@@ -56,13 +63,30 @@ def audit_run(record_dir, tolerance: float = TOLERANCE, max_examples: int | None
         result = robust_evaluation(model, data.test.x[sub], data.test.y[sub], ecfg, data.num_classes, cfg.seed)
     independent = next(r["acc"] for r in result.curve if r["attack"] == "worst" and r["eps"] == eps)
     reported = float(metrics["robust_acc"])
+    record_mask = _record_mask(rec, every, eps)
+    if record_mask is None:
+        union, basis = independent, "AutoAttack alone (the record has no per-example mask)"
+    else:
+        union, basis = (record_mask[: len(sub)] & result.robust[eps]).float().mean().item(), "union"
     full = len(sub) == len(every)
     return {"study": cfg.study, "arm": cfg.arm, "technique": cfg.technique, "seed": cfg.seed, "profile": cfg.profile,
-            "eps": eps, "n": int(len(sub)), "reported": reported, "independent": independent,
-            "diff": independent - reported,
-            "overstated": (independent < reported - tolerance - 1e-9) if full else None,  # exactly at it: holds
+            "eps": eps, "n": int(len(sub)), "reported": reported, "independent": independent, "union": union,
+            "basis": basis, "diff": union - reported,
+            "independent_robust": "".join("1" if r else "0" for r in result.robust[eps].tolist()),  # per example
+            "overstated": (union < reported - tolerance - 1e-9) if full else None,  # exactly at it: holds
             # what each stage broke of what the stages before it left (Square breaking many: masking)
             "broke": ", ".join(f"{r['attack'].split(':', 1)[1]} {r['broke']}/{r['ran_on']}" for r in result.curve
                                if r["eps"] == eps and r["attack"].startswith("autoattack:")),
             "attacks": ", ".join(result.attacks["run"]), "notes": "; ".join(result.attacks["notes"].values()),
             "seconds": round(time.perf_counter() - t0, 1), "record": str(rec.dir)}
+
+
+def _record_mask(rec: RunRecord, every: torch.Tensor, eps: float) -> torch.Tensor | None:
+    """The record's per-example robust mask at ``eps`` over the attacked examples ``every`` (None
+    when the record has none); a mask over other examples or ε is a one-line error."""
+    saved = rec.metrics().get("robust_examples")
+    if not saved:
+        return None
+    if saved["eps"] != eps or saved["index"] != every.tolist() or len(saved["robust"]) != len(every):
+        raise RecordError(f"{rec.dir}: the saved robust mask is not over the run's attacked examples at ε={eps:g}")
+    return torch.tensor([c == "1" for c in saved["robust"]])

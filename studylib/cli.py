@@ -151,9 +151,9 @@ def cmd_audit(args) -> int:
             return _err(f"{e} (the runs audited before it are in {path})" if rows else str(e))
         rows.append(r)
         verdict = {True: "OVERSTATED", False: "holds", None: "(subset: no verdict)"}[r["overstated"]]
-        print(f"{r['arm']:14s} seed {r['seed']}: reported {r['reported']:.4f}, AutoAttack {r['independent']:.4f} "
-              f"({r['diff']:+.4f}) at ε={r['eps']:g} on {r['n']} examples: {verdict} ({r['seconds']:.0f} s; broke: "
-              f"{r['broke']})", flush=True)
+        print(f"{r['arm']:14s} seed {r['seed']}: reported {r['reported']:.4f}, AutoAttack {r['independent']:.4f}, "
+              f"{r['basis']} {r['union']:.4f} ({r['diff']:+.4f}) at ε={r['eps']:g} on {r['n']} examples: {verdict} "
+              f"({r['seconds']:.0f} s; broke: {r['broke']})", flush=True)
         # written after every run (one can take minutes): an error or an interrupt keeps what finished.
         # Earlier audits of other runs of the study stay; a rerun replaces its own rows.
         table = pd.DataFrame([r])

@@ -146,9 +146,10 @@ class DEQOptions(_Strict):
     """Deep equilibrium model settings (torchdeq). ``grad`` is the training gradient: implicit
     differentiation (``ift``) or phantom gradients (``phantom``, ``phantom_steps`` unrolled steps).
     ``attack_grad`` is how input gradients reach an attacker at test time: ``ift`` (exact implicit
-    gradient at the fixed point), ``unrolled`` (backprop through ``unroll_steps`` plain fixed-point
-    iterations) or ``naive`` (one application of f at the detached fixed point: a truncated
-    gradient that ignores how z* moves with x)."""
+    gradient at the fixed point, its backward solve ``unroll_steps`` iterations, whatever the
+    training gradient), ``unrolled`` (backprop through ``unroll_steps`` applications of f
+    started at the solver's detached fixed point) or ``naive`` (one application of f at the
+    detached fixed point: a truncated gradient that ignores how z* moves with x)."""
 
     solver: Literal["anderson", "fixed_point_iter", "broyden"] = "anderson"
     max_iter: int = Field(30, ge=1)

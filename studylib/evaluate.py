@@ -151,4 +151,12 @@ def scorecard(model, data: Data, cfg: RunConfig, technique=None) -> dict:
             "trained_corruptions": trained,
             "per_class_recall": acc["per_class_recall"], "group_acc": acc["group_acc"],
             "group_names": data.group_names, "flags": masking_flags(curve) if curve else [],
-            "attacked_examples": int(len(sub))}
+            "attacked_examples": int(len(sub)), "robust_examples": robust_examples(sub, robust, ecfg.main_eps)}
+
+
+def robust_examples(sub, robust, eps) -> dict | None:
+    """Which attacked test examples are robust at ``eps`` (the headline's per-example mask, for the
+    audit's union): ``{"eps", "index": test indices, "robust": a "0"/"1" string, one per index}``."""
+    if robust is None or eps not in robust.robust:
+        return None
+    return {"eps": eps, "index": sub.tolist(), "robust": "".join("1" if r else "0" for r in robust.robust[eps].tolist())}

@@ -210,10 +210,12 @@ class DEQNet(nn.Module):
     makes training forwards also store the Hutchinson estimate of ‖∂f/∂z‖²_F at z* in
     ``self.last_jac_loss`` (Bai et al. 2021, Jacobian regularisation).
 
-    The ``unrolled`` attack gradient backpropagates through plain fixed-point iterations; it is
-    exact only where plain iteration converges (f contractive). GroupNorm divides by a batch
-    statistic and can make f expansive even with small weights, so an Anderson-solved DEQ may have
-    a fixed point that plain iteration does not reach: compare its residual (``last_stats``).
+    The ``unrolled`` attack gradient (Yang et al. 2022) starts at the solver's fixed point z*,
+    detached, and backpropagates through ``unroll_steps`` applications of f from there: the
+    truncated Neumann series Σ_{i<k} Jⁱ ∂f/∂x of the implicit gradient (one step: the ``naive``
+    gradient; many steps of a contractive f: the implicit one). Starting at z* (not at z = 0) the
+    forward pass stays at the equilibrium the solver found, also where plain iteration from zero
+    would not reach it (GroupNorm can make f expansive).
     """
 
     def __init__(self, input_shape, num_classes, cfg: ModelConfig, mean=0.0, std=1.0):
@@ -240,8 +242,13 @@ class DEQNet(nn.Module):
         self.head = nn.Sequential(*head)
         o = self.opts
         grad = {"ift": True} if o.grad == "ift" else {"ift": False, "grad": o.phantom_steps}
-        self.deq = get_deq(core="indexing", f_solver=o.solver, f_max_iter=o.max_iter, f_tol=o.tol,
-                           f_stop_mode=o.stop_mode, b_solver="fixed_point_iter", b_max_iter=o.max_iter, **grad)
+        solve = dict(core="indexing", f_solver=o.solver, f_max_iter=o.max_iter, f_tol=o.tol, f_stop_mode=o.stop_mode,
+                     b_solver="fixed_point_iter")
+        self.deq = get_deq(**solve, b_max_iter=o.max_iter, **grad)  # training: the configured gradient
+        # the attacks' implicit gradient is exact IFT whatever the training gradient (a phantom
+        # gradient is a training device, not an attacker's best), its backward solve as long as the
+        # unrolled gradient's (both sum the same Neumann series to unroll_steps terms)
+        self.deq_attack = get_deq(**solve, b_max_iter=o.unroll_steps, ift=True)
         self.attack_grad = o.attack_grad
         self.jacobian_loss = False
         self.last_stats: dict = {}
@@ -271,21 +278,19 @@ class DEQNet(nn.Module):
             if torch.is_grad_enabled():  # naive: one step of f at the detached fixed point
                 z = func(z.detach())
         elif self.attack_grad == "ift":
-            # the training graph: implicit differentiation through the fixed point
-            self.deq.train()
+            # implicit differentiation through the fixed point (torchdeq builds it in train mode)
+            self.deq_attack.train()
             try:
-                z_out, info = self.deq(func, z0)
+                z_out, info = self.deq_attack(func, z0)
             finally:
-                self.deq.eval()
+                self.deq_attack.eval()
             z = z_out[-1]
-        else:  # unrolled: plain fixed-point iterations, every one on the autograd tape
-            z = z0
+        else:  # unrolled: the solver's fixed point, detached, then k steps of f on the autograd tape
+            with torch.no_grad():
+                z_out, info = self.deq(func, z0)
+            z = z_out[-1].detach()
             for _ in range(self.opts.unroll_steps):
                 z = func(z)
-            with torch.no_grad():
-                fz = func(z)
-                rel = (fz - z).flatten(1).norm(dim=1) / fz.flatten(1).norm(dim=1).clamp_min(1e-8)
-            info = {"nstep": torch.full((len(x),), float(self.opts.unroll_steps)), "rel_lowest": rel}
         self._record(info)
         return self.head(z)
 

@@ -10,8 +10,10 @@ parameters do not require gradients meanwhile, so no attack leaves gradients on 
   and ``autoattack`` (the *standard* AutoAttack: APGD-CE → APGD-T → FAB-T → Square with the
   standard version's settings): Croce & Hein's own code, the ``pyautoattack`` package, called
   with the run's seed (every attack is seeded with it: the curve is deterministic).
-* a technique may add its own (:meth:`Technique.eval_attacks`): DEQ adds PGD with each solver
-  gradient and a standalone Square, so its worst case covers them on the same examples.
+* a technique may add its own (:meth:`Technique.eval_attacks`) or run its own version of a
+  profile attack in its place (``AttackSpec.replaces``): the DEQ adds PGD with each solver
+  gradient and runs the strong attacks through its stronger gradient, so its worst case covers
+  them on the same examples.
 
 An example is robust at ε when it is classified correctly clean and no attack breaks it, at ε or
 at any smaller ε of the grid: L∞ balls are nested, so an adversarial input found at ε' < ε lies in
@@ -37,8 +39,7 @@ Design (speed without a false number). Two kinds of attack rows:
   one ``autoattack`` row for the whole ensemble.
 
 Every row has ``eps``, ``attack``, ``acc``, ``scope`` and ``n``; attack rows also ``ran_on`` and
-``broke``; rows of gradient-free attacks ``black_box: true``; a standalone row computed once for two
-names (DEQ's PGD with the model's own gradient is the scorecard's PGD) ``same_as``.
+``broke``; rows of gradient-free attacks ``black_box: true``.
 
 Fewer classes than an attack needs. APGD-T's targeted DLR loss divides by z_π1 − (z_π3 + z_π4)/2
 and needs ≥ 4 classes; the targets of APGD-T and FAB-T are capped at classes − 1. Below 4
@@ -93,8 +94,10 @@ class AttackSpec:
         every_eps: run at every ε of the grid rather than at ``eval.strong_eps`` only.
         black_box: gradient-free (for the masking flags).
         stages: ``(label, run)`` pairs of an ensemble, each on what the stages before left.
-        same_as: a standalone attack that is the very same computation (its result is reused).
         metric: flat metric name for the attack's standalone accuracy at ``eval.main_eps``.
+        replaces: the profile attack (``eval.attacks`` name) this technique's attack runs in place of
+            (default: the one of the same name).
+        note: what the replacement does differently, for the record's ``attacks.notes``.
     """
 
     name: str
@@ -103,16 +106,19 @@ class AttackSpec:
     every_eps: bool = True
     black_box: bool = False
     stages: tuple[tuple[str, AttackFn], ...] = ()
-    same_as: str | None = None
     metric: str | None = None
+    replaces: str | None = None
+    note: str | None = None
 
 
 @dataclass
 class RobustResult:
-    """The robust curve (rows) with what ran: ``attacks`` goes into the run's record as it is."""
+    """The robust curve (rows) with what ran: ``attacks`` goes into the run's record as it is.
+    ``robust[eps]``: per attacked example, robust at ``eps`` (the ``worst`` row's mask)."""
 
     curve: list[dict]
     attacks: dict = field(default_factory=dict)
+    robust: dict = field(default_factory=dict)
 
 
 # -- pyautoattack, called ------------------------------------------------------------------------
@@ -199,12 +205,12 @@ def attack_plan(cfg: EvalConfig, num_classes: int, extra=()) -> tuple[list[Attac
     on every substitution."""
     notes: dict[str, str] = {}
     extra = list(extra)
-    taken = {s.name for s in extra}
+    replaced = {s.replaces or s.name: s for s in extra}
     plan: list[AttackSpec] = []
     bs = cfg.batch_size
     for name in cfg.attacks:
-        if name in taken:
-            notes[name] = "the technique's own version runs in its place"
+        if name in replaced:
+            notes[name] = replaced[name].note or "the technique's own version runs in its place"
             continue
         if name == "fgsm":
             plan.append(AttackSpec("fgsm", partial(_native, attacks.fgsm, batch_size=bs)))
@@ -294,6 +300,7 @@ def robust_evaluation(model, x, y, cfg: EvalConfig, num_classes: int, seed: int 
     n, strong_eps, rows = len(y), cfg.strong_eps_values(), []
     bs = cfg.batch_size
     seconds: dict[str, float] = {}
+    masks: dict[float, torch.Tensor] = {}
 
     def timed(name, run, xs, ys, eps):
         t0 = time.perf_counter()
@@ -307,21 +314,16 @@ def robust_evaluation(model, x, y, cfg: EvalConfig, num_classes: int, seed: int 
         unbroken = clean.clone()  # robust so far: at this ε and every smaller one
         for eps in cfg.eps_grid():
             here = [s for s in plan if s.every_eps or eps in strong_eps]
-            own: dict[str, torch.Tensor] = {}
             for spec in (s for s in here if s.standalone):
-                if spec.same_as in own:
-                    correct = own[spec.same_as]
-                else:
-                    correct = clean.clone()
-                    idx = clean.nonzero().squeeze(1)
-                    if eps > 0 and len(idx):
-                        correct[idx] = timed(spec.name, spec.run, x[idx], y[idx], eps)
-                own[spec.name] = correct
+                correct = clean.clone()
+                idx = clean.nonzero().squeeze(1)
+                if eps > 0 and len(idx):
+                    correct[idx] = timed(spec.name, spec.run, x[idx], y[idx], eps)
                 unbroken &= correct
                 row = {"eps": eps, "attack": spec.name, "acc": correct.float().mean().item(), "scope": "standalone",
                        "n": n, "ran_on": int(clean.sum()), "broke": int((clean & ~correct).sum())}
                 row.update({"black_box": True} if spec.black_box else {})
-                rows.append({**row, "same_as": spec.same_as} if spec.same_as in own else row)
+                rows.append(row)
             for spec in (s for s in here if not s.standalone):
                 before = int(unbroken.sum())
                 for label, run in spec.stages or ((None, spec.run),):
@@ -339,11 +341,12 @@ def robust_evaluation(model, x, y, cfg: EvalConfig, num_classes: int, seed: int 
                              "scope": "unbroken", "n": n, "ran_on": before, "broke": before - int(unbroken.sum()),
                              **({"black_box": True} if spec.black_box else {})})
             rows.append({"eps": eps, "attack": "worst", "acc": unbroken.float().mean().item(), "scope": "worst", "n": n})
+            masks[eps] = unbroken.clone()
     ran = list(dict.fromkeys([s.name for s in plan] + [f"{s.name}:{label}" for s in plan for label, _ in s.stages]))
     info = {"run": ran, "notes": notes, "checks": list(checks),
             "strong_eps": sorted(strong_eps & set(cfg.eps_grid())),
             "seconds": {k: round(v, 3) for k, v in seconds.items()}}  # wall time per attack, all ε
-    return RobustResult(rows, info)
+    return RobustResult(rows, info, masks)
 
 
 def robust_accuracy(model, x, y, cfg: EvalConfig, num_classes: int, seed: int = 0, extra=()) -> list[dict]:

@@ -57,6 +57,20 @@ def test_implicit_and_unrolled_gradients_agree_and_naive_differs():
     assert (grads["ift"] - grads["naive"]).norm() > 1e-3 * grads["ift"].norm()
 
 
+def test_the_attack_gradient_is_implicit_whatever_the_training_gradient():
+    """A cheap training gradient (phantom, 2 steps) does not weaken the attacks: their implicit
+    gradient is the same as under implicit training (exact IFT at the fixed point)."""
+    x, y = torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    exact = _input_grad(contractive_deq("ift", unroll_steps=60), x, y)
+    phantom = contractive_deq("ift", unroll_steps=60, grad="phantom", phantom_steps=2)
+    assert torch.allclose(_input_grad(phantom, x, y), exact, atol=1e-6)
+    # while its training graph is the 2-step phantom one (another gradient)
+    phantom.train()
+    xr = x.clone().requires_grad_()
+    (g,) = torch.autograd.grad(F.cross_entropy(phantom(xr), y), xr)
+    assert (g.flatten() - exact).norm() > 1e-4 * exact.norm()
+
+
 def test_explicit_counterpart_has_about_the_same_parameters():
     deq = build_model(ModelConfig(arch="deq", channels=(32, 32), width=64), (1, 8, 8), 10)
     cnn = build_model(ModelConfig(arch="cnn", channels=(32, 32), width=64), (1, 8, 8), 10)
@@ -81,29 +95,71 @@ def test_jacobian_regulariser_is_positive_and_differentiable():
     assert model.conv.weight.grad.abs().sum() > 0
 
 
-def test_worst_case_covers_every_attack_gradient_and_square_on_the_same_examples():
-    """The DEQ's extra attacks join the worst case: the headline is ≤ PGD with each gradient and
-    ≤ Square; PGD with the model's own attack gradient is the scorecard's PGD, not run twice."""
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(arch="deq", channels=(8, 8), width=16, deq=DEQOptions(max_iter=8, unroll_steps=8)),
-                        (1, 8, 8), 3)
-    x = torch.rand(24, 1, 8, 8)
+def test_unrolled_gradient_starts_at_the_detached_fixed_point():
+    """The unrolled attack gradient iterates from the solver's z*, detached (Yang et al. 2022): its
+    forward pass is the equilibrium's logits, one unrolled step is exactly the naive gradient (one
+    step of f at z*), and many steps of a contraction converge to the implicit gradient."""
+    x, y = torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
     with torch.no_grad():
-        y = model.eval()(x).argmax(1)  # every example clean-correct
+        at_fixed_point = contractive_deq()(x)
+    one = contractive_deq("unrolled", unroll_steps=1)
+    assert torch.allclose(one(x), at_fixed_point, atol=1e-5)
+    assert torch.allclose(_input_grad(one, x, y), _input_grad(contractive_deq("naive"), x, y), atol=1e-6)
+
+
+def _tiny_deq_and_technique(num_classes=4):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="deq", channels=(8, 8), width=16, deq=DEQOptions(max_iter=8, unroll_steps=4)),
+                        (1, 8, 8), num_classes)
     cls = get_technique("deq")
-    deq = cls(cls.hparams_model()(square_queries=20, probe_examples=8),
-              RunContext(n_train=1, num_classes=3, n_groups=1, epochs=1, device=torch.device("cpu"),
-                         class_counts=torch.ones(3), group_counts=torch.ones(1)))
-    cfg = EvalConfig(eps=[0.0, 0.05, 0.3], main_eps=0.3, attacks=["fgsm", "pgd"], strong_eps="main", pgd_steps=5)
-    result = robust_evaluation(model, x, y, cfg, 3, extra=deq.eval_attacks(model, cfg))
-    at = {r["attack"]: r for r in result.curve if r["eps"] == 0.3}
-    assert {"pgd_ift", "pgd_unrolled", "pgd_naive", "square"} <= set(at) <= set(result.attacks["run"]) | {"worst"}
-    assert at["pgd_ift"]["same_as"] == "pgd" and at["pgd_ift"]["acc"] == at["pgd"]["acc"]
-    assert not any(r["attack"] == "pgd_naive" for r in result.curve if r["eps"] == 0.05)  # strong ε only
-    for name in ("pgd_ift", "pgd_unrolled", "pgd_naive", "square", "fgsm"):
+    deq = cls(cls.hparams_model()(probe_examples=8),
+              RunContext(n_train=1, num_classes=num_classes, n_groups=1, epochs=1, device=torch.device("cpu"),
+                         class_counts=torch.ones(num_classes), group_counts=torch.ones(1)))
+    return model.eval(), deq
+
+
+def test_worst_case_covers_every_gradient_then_apgd_t_then_square_on_the_survivors():
+    """The DEQ's chain: PGD with each gradient on every clean-correct example, then APGD-CE and
+    APGD-T (targeted DLR) through the stronger gradient on what PGD left, then Square on the final
+    survivors; the headline is the per-example worst case, ≤ each of them, and the record says
+    which attacks ran, on how many examples, and through which gradient."""
+    model, deq = _tiny_deq_and_technique()
+    x = torch.rand(32, 1, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # every example clean-correct
+    cfg = EvalConfig(eps=[0.0, 0.02, 0.05], main_eps=0.05, attacks=["fgsm", "pgd", "apgd", "apgd_t", "square"],
+                     strong_eps="main", pgd_steps=3, apgd_steps=5, apgd_targets=2, square_queries=30)
+    result = robust_evaluation(model, x, y, cfg, 4, extra=deq.eval_attacks(model, cfg))
+    at = {r["attack"]: r for r in result.curve if r["eps"] == 0.05}
+    assert list(at) == ["fgsm", "pgd", "pgd_unrolled", "pgd_naive", "apgd", "apgd_t", "square", "worst"]
+    assert set(at) - {"worst"} <= set(result.attacks["run"])
+    assert not any(r["attack"] == "pgd_naive" for r in result.curve if r["eps"] == 0.02)  # strong ε only
+    # strong attacks: each on what the attacks before it left, the last (Square) on the final survivors
+    pgd_left = 32 - max(at[a]["broke"] for a in ("fgsm", "pgd", "pgd_unrolled", "pgd_naive"))
+    assert at["apgd"]["ran_on"] <= pgd_left
+    assert at["apgd_t"]["ran_on"] == at["apgd"]["ran_on"] - at["apgd"]["broke"]
+    assert at["square"]["ran_on"] == at["apgd_t"]["ran_on"] - at["apgd_t"]["broke"]
+    assert at["square"]["black_box"] and at["square"]["acc"] == at["worst"]["acc"]
+    assert at["apgd_t"]["scope"] == "unbroken" and "stronger" in result.attacks["notes"]["apgd_t"]
+    for name in at:
         assert at["worst"]["acc"] <= at[name]["acc"], (name, at)
+    assert result.robust[0.05].float().mean().item() == at["worst"]["acc"]
     assert at["worst"]["acc"] < 1.0 and model.attack_grad == "ift"
+    # the strong attacks went through the gradient whose PGD broke more (ties: implicit)
+    ift, unrolled = (deq._pgd_acc[(0.05, m)] for m in ("ift", "unrolled"))
+    assert deq._strong_grad[0.05] == ("unrolled" if unrolled < ift else "ift")
     assert deq.score(model, SimpleNamespace(test=Split(x, y, y, torch.zeros_like(y))))["solver_nstep_pgd"] > 0
+
+
+def test_strong_attacks_go_through_the_gradient_pgd_found_stronger():
+    model, deq = _tiny_deq_and_technique()
+    seen = []
+    run = lambda m, x, y, eps, seed: seen.append(m.attack_grad) or x  # noqa: E731
+    for ift, unrolled, expected in ((0.5, 0.4, "unrolled"), (0.4, 0.5, "ift"), (0.5, 0.5, "ift")):
+        deq._pgd_acc, deq._strong_grad = {(0.1, "ift"): ift, (0.1, "unrolled"): unrolled}, {}
+        deq._stronger(run, model, None, None, 0.1, 0)
+        assert seen[-1] == expected and deq._strong_grad[0.1] == expected
+    assert model.attack_grad == "ift"  # restored
 
 
 def test_home_findings_on_digits():
@@ -117,10 +173,27 @@ def test_home_findings_on_digits():
         m = results.run(arm).metrics["metrics"]
         honest = min(m["pgd_acc_ift_grad"], m["pgd_acc_unrolled_grad"])
         assert m["pgd_acc_naive_grad"] > honest + 0.05, m
-        # the headline is the worst case over every gradient and Square, on the same examples
-        for key in ("pgd_acc_ift_grad", "pgd_acc_unrolled_grad", "pgd_acc_naive_grad", "square_acc"):
+        # the headline is the worst case over every gradient, APGD-T and Square, on the same examples
+        for key in ("pgd_acc_ift_grad", "pgd_acc_unrolled_grad", "pgd_acc_naive_grad"):
             assert m["robust_acc"] <= m[key], (key, m)
-        assert {"pgd_unrolled", "pgd_naive", "square"} <= set(results.run(arm).metrics["attacks"]["run"])
+        assert {"pgd_unrolled", "pgd_naive", "apgd_t", "square"} <= set(results.run(arm).metrics["attacks"]["run"])
+        mask = results.run(arm).metrics["robust_examples"]
+        assert mask["robust"].count("1") / len(mask["index"]) == pytest.approx(m["robust_acc"])
         assert m["solver_residual_clean"] < 0.2  # 10 Anderson steps in the smoke profile
     assert results.run("deq_jac").metrics["metrics"]["solver_residual_clean"] <= \
         results.run("deq").metrics["metrics"]["solver_residual_clean"]
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "full"])
+def test_the_matrix_pairs_the_deq_with_its_explicit_counterpart(profile):
+    """The matrix's DEQ claim has an ERM twin of its own architecture (the cnn with the DEQ's
+    channels), not the MLP ERM, and both are evaluated by the same eval config."""
+    from studylib.claims import generic_knobs
+
+    cfg = load_study("matrix", profile)
+    runs = {a: cfg.run_config(a, cfg.seeds[0]).model_dump(mode="json") for a in cfg.arms}
+    twins = [a for a, r in runs.items() if r["technique"] == "erm" and generic_knobs(r) == generic_knobs(runs["deq"])]
+    assert twins == ["erm_cnn"]
+    assert runs["erm_cnn"]["model"]["arch"] == "cnn" and runs["deq"]["model"]["arch"] == "deq"
+    assert runs["erm_cnn"]["model"]["channels"] == runs["deq"]["model"]["channels"] == [32, 32]
+    assert runs["erm_cnn"]["eval"] == runs["deq"]["eval"]

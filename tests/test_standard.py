@@ -45,7 +45,7 @@ TINY = {"seeds": [0], "train.max_steps": 1, "train.epochs": 1, "train.batch_size
 def _tiny(study: str) -> dict:
     cfg = load_study(study, "full", TINY)
     deq = {f"arms.{a}.hparams.{k}": v for a, arm in cfg.arms.items() if arm.technique == "deq"
-           for k, v in (("square_queries", 5), ("probe_examples", 8), ("max_iter", 4), ("unroll_steps", 4))}
+           for k, v in (("probe_examples", 8), ("max_iter", 4), ("unroll_steps", 4))}
     return {**TINY, **deq}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import partial
 
 from .._lazy import lazy_import
@@ -31,14 +32,24 @@ class DEQ(Technique):
 
     Robustness must be attacked through the solver honestly: naive gradients through a black-box
     solver are obfuscated (Yang et al., NeurIPS 2022, "A Closer Look at the Adversarial Robustness
-    of DEQs"). The scorecard's attacks (FGSM, PGD and the profile's strong attacks) reach the model
-    through ``attack_grad``; ``eval_attacks`` adds PGD with each of the three attack gradients —
-    ``ift`` (implicit), ``unrolled`` (backprop through the iterations) and ``naive`` (one step of f
-    at the detached z*) — and the gradient-free Square attack (``pyautoattack``), each standalone on
-    the same attacked examples at ``eval.strong_eps``. The run's robust accuracy is the per-example
-    worst case over all of them; each one's own accuracy at the main ε stays in the metrics
-    (``pgd_acc_{ift,unrolled,naive}_grad``, ``square_acc``) for the gradient-obfuscation figure.
-    ``score`` reports solver steps and residuals on clean, PGD-perturbed and corrupted test inputs.
+    of DEQs"). Three attack gradients (``attack_grad``): ``ift`` (implicit, at the fixed point),
+    ``unrolled`` (``unroll_steps`` steps of f on the autograd tape, started at the solver's detached
+    fixed point) and ``naive`` (one step of f at the detached z*). ``eval_attacks`` replaces the
+    profile's attacks by the DEQ's versions, so its robust accuracy is the per-example worst case,
+    on the same examples, over:
+
+    1. PGD with each of the three gradients on every clean-correct example (the ``pgd`` row with
+       ``attack_grad``, at every ε; ``pgd_<other mode>`` at ``eval.strong_eps``), and FGSM;
+    2. the profile's strong white-box attacks (APGD-CE, APGD-T's targeted DLR loss, AutoAttack)
+       on the examples still unbroken, through the *stronger* of the implicit and the unrolled
+       gradient: the one whose PGD broke more examples at that ε (ties: implicit);
+    3. the profile's Square (``eval.square_queries``: AutoAttack's 5000 in the DEQ study) on the
+       final survivors only, so its cost scales with robust accuracy.
+
+    Each PGD's own accuracy at the main ε stays in the metrics (``pgd_acc_{ift,unrolled,naive}_grad``)
+    for the gradient-obfuscation figure, and ``strong_grad_unrolled`` (1.0/0.0) says which gradient
+    the strong attacks used there. ``score`` reports solver steps and residuals on clean,
+    PGD-perturbed and corrupted test inputs.
 
     Example::
 
@@ -58,9 +69,9 @@ class DEQ(Technique):
         "jac_weight": Param(0.0, "Jacobian regularisation weight λ (0: off)", low=0.1, high=5.0, log=True, ge=0),
         "attack_grad": Param("ift", "input gradient given to the scorecard's profile attacks (the worst case "
                              "covers all three)", choices=GRAD_MODES),
-        "unroll_steps": Param(30, "fixed-point iterations of the unrolled attack gradient", low=10, high=60, ge=1),
+        "unroll_steps": Param(30, "steps of the unrolled attack gradient from z* (and of the implicit one's "
+                              "backward solve)", low=10, high=60, ge=1),
         "probe_examples": Param(200, "test examples of the solver statistics in score()", ge=1),
-        "square_queries": Param(300, "queries of the DEQ's standalone Square attack", ge=1),
     }
 
     @classmethod
@@ -84,27 +95,46 @@ class DEQ(Technique):
         return {f"val_solver_{k}": v for k, v in stats.items()}
 
     def eval_attacks(self, model, eval_cfg):
-        """PGD with each attack gradient and a standalone Square, for the scorecard's worst case
-        (same examples, at ``eval.strong_eps``). PGD with ``attack_grad`` is the scorecard's own
-        PGD (``same_as``): not run twice."""
-        from ..robust import AttackSpec, square
+        """The DEQ's versions of the profile's attacks (see the class docstring): PGD with each
+        attack gradient (standalone), then the strong white-box attacks on the unbroken examples
+        through the stronger gradient, then Square on the survivors."""
+        from dataclasses import replace
 
-        self._pgd_inputs = {}
-        specs = [AttackSpec(f"pgd_{mode}", partial(self._pgd, mode, eval_cfg), every_eps=False,
-                            same_as="pgd" if mode == model.attack_grad and "pgd" in eval_cfg.attacks else None,
-                            metric=f"pgd_acc_{mode}_grad") for mode in GRAD_MODES]
-        specs.append(AttackSpec("square", partial(square, queries=self.hp.square_queries, batch_size=eval_cfg.batch_size),
-                                every_eps=False, black_box=True, metric="square_acc"))
+        from ..robust import AttackSpec, attack_plan
+
+        self._pgd_inputs, self._pgd_acc, self._strong_grad = {}, {}, {}
+        specs = []
+        for mode in GRAD_MODES:
+            own = mode == model.attack_grad and "pgd" in eval_cfg.attacks  # the scorecard's PGD, every ε
+            specs.append(AttackSpec("pgd" if own else f"pgd_{mode}", partial(self._pgd, mode, eval_cfg),
+                                    every_eps=own, metric=f"pgd_acc_{mode}_grad",
+                                    note=f"PGD through the {model.attack_grad} gradient" if own else None))
+        strong = [a for a in eval_cfg.attacks if a not in ("fgsm", "pgd")]
+        plan, notes = attack_plan(eval_cfg.model_copy(update={"attacks": strong}), self.ctx.num_classes)
+        for name, spec in zip(strong, plan):
+            how = ("on the final survivors" if spec.black_box else
+                   "through the stronger of the implicit and unrolled gradients (by PGD at that ε)")
+            note = "; ".join([f"the DEQ's: {how}"] + ([notes[name]] if name in notes else []))
+            specs.append(replace(spec, run=spec.run and partial(self._stronger, spec.run),
+                                 stages=tuple((label, partial(self._stronger, run)) for label, run in spec.stages),
+                                 replaces=name, note=note))
         return specs
 
+    def _stronger(self, run, model, x, y, eps, seed):
+        """``run`` through whichever of the implicit and unrolled gradients PGD found stronger at
+        ``eps`` (ties and missing PGD rows: implicit). Gradient-free attacks are unaffected."""
+        acc = {m: self._pgd_acc[(eps, m)] for m in ("ift", "unrolled") if (eps, m) in self._pgd_acc}
+        mode = "unrolled" if acc.get("unrolled", 1.0) < acc.get("ift", 1.0) else "ift"
+        self._strong_grad[eps] = mode
+        with _attack_grad(model, mode):
+            return run(model, x, y, eps, seed)
+
     def _pgd(self, mode, eval_cfg, model, x, y, eps, seed):
-        previous = model.attack_grad
-        model.attack_grad = mode
-        try:
+        with _attack_grad(model, mode):
             x_adv = attacks.batched_attack(attacks.pgd, model, x, y, eps, eval_cfg.batch_size,
                                            steps=eval_cfg.pgd_steps, restarts=eval_cfg.pgd_restarts)
-        finally:
-            model.attack_grad = previous
+        correct = attacks.predict(model, x_adv, eval_cfg.batch_size).argmax(1).eq(y)
+        self._pgd_acc[(eps, mode)] = correct.float().mean().item()
         if eps == eval_cfg.main_eps:  # for the solver statistics on perturbed inputs in score()
             self._pgd_inputs[mode] = x_adv[: self.hp.probe_examples]
         return x_adv
@@ -126,7 +156,20 @@ class DEQ(Technique):
                     out[f"solver_{k}_pgd"] = v
         if self.ctx.config is not None:
             out["probe_eps"] = self.ctx.config.eval.main_eps
+            grad = getattr(self, "_strong_grad", {}).get(self.ctx.config.eval.main_eps)
+            if grad is not None:
+                out["strong_grad_unrolled"] = float(grad == "unrolled")
         return out
+
+
+@contextmanager
+def _attack_grad(model, mode):
+    """``model.attack_grad`` set to ``mode`` for the block."""
+    previous, model.attack_grad = model.attack_grad, mode
+    try:
+        yield model
+    finally:
+        model.attack_grad = previous
 
 
 def solver_stats(model, x) -> dict:

@@ -1,29 +1,29 @@
 """The CPU kernels a run computes with: the same on every x86-64 machine with AVX2, for any thread count.
 
-Three things outside a run's config changed its numbers (measured on the dropout study's CNN, 20
-epochs, torch 2.13 CPU wheel, an AVX-512 Intel machine: ``benchmarks/bench_pins.py`` and
-``tests/test_reproducibility.py``):
+Three things outside a run's config changed its numbers (measured on the digits CNNs, torch 2.13 CPU
+wheel, an AVX-512 Intel machine: ``benchmarks/bench_pins.py``, ``tests/test_reproducibility.py``):
 
 * PyTorch's own vectorised kernels (``exp``, ``log_softmax``, reductions, the optimizer's updates)
   are compiled once per instruction set and picked at the first operation: DEFAULT, AVX2 and
-  AVX512 gave three different final weights. Pinned with ``ATEN_CPU_CAPABILITY=avx2``.
-* MKL's matrix products pick a code path per processor and split the work between threads:
-  1 and 2 threads gave different linear layers. ``MKL_CBWR=AVX2,STRICT`` (MKL's conditional
-  numerical reproducibility, strict mode) gives one result for any thread count and processor
-  with AVX2.
-* oneDNN's convolutions (``torch.backends.mkldnn``) pick their own instruction set, blocking (from
-  the cache sizes) and thread split: 1 and 2 threads differed, and ``ONEDNN_MAX_CPU_ISA=AVX2``
-  does not make them thread-invariant. A run turns them off: convolutions then go through
-  im2col and MKL's (pinned) matrix products.
+  AVX512 gave three different final weights. Pinned: ``ATEN_CPU_CAPABILITY=avx2``.
+* MKL's matrix products (the linear layers) pick a code path per processor and split the work
+  between threads: 1 and 2 threads gave different products. Pinned: ``MKL_CBWR=AVX2,STRICT``
+  (MKL's conditional numerical reproducibility, strict mode: one result for any thread count).
+* oneDNN's convolutions pick their own instruction set; its AVX-512 kernels gave different
+  gradients on 1 and 2 threads, its AVX2 kernels the same. Pinned: ``ONEDNN_MAX_CPU_ISA=AVX2``.
+  (Turning oneDNN off, convolutions through im2col and MKL, is thread-invariant too, but cost
+  1.5-1.8× on the BatchNorm CNN and PGD-AT.)
 
-:func:`pin` sets the two environment variables; both are read once, at torch's first operation
-and MKL's first call, so it must run before them (``import studylib`` runs it, before the kit
-imports torch; notebook kernels and sweep workers inherit it). :func:`use` starts a run: it turns
-oneDNN off and refuses a CPU run whose kernels are not the pinned ones (torch computed before the
-pins were set). :func:`settings` is what ``env.json`` records and run reuse compares.
+:func:`pin` sets these environment variables; each is read once (torch's first operation, MKL's
+first call, oneDNN's first kernel), so it must run before them: ``import studylib`` runs it, before
+the kit imports torch; notebook kernels and sweep workers inherit it. :func:`use` starts a run: it
+refuses a CPU run whose kernels are not the pinned ones (torch computed before the pins were set).
+:func:`settings` is what ``env.json`` records and run reuse compares (:func:`identity`).
 
-Full reductions of about a million elements or more (``x.sum()``) still split between threads; the
-digits studies have none in training or evaluation (1 and 2 threads give bit-identical records).
+Not covered: full reductions of about a million elements or more (``x.sum()``) split between
+threads (the digits studies gave bit-identical records on 1 and 2 threads); oneDNN may choose its
+blocking from the cache sizes (not measured across machines here); GPUs and ARM machines have other
+kernels altogether.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from __future__ import annotations
 import os
 
 #: environment variables read once by torch (first operation) and MKL (first call)
-PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT"}
+PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 #: the keys of :func:`settings` that a reused or resumed run must share (the thread count is left
 #: out: the pinned kernels give the same numbers for any)
-IDENTITY = ("cpu_capability", "mkldnn", "mkl_cbwr", "mkl_thread_invariant")
+IDENTITY = ("cpu_capability", "mkldnn", "onednn_max_isa", "mkl_cbwr", "thread_invariant")
 
 
 class KernelsNotPinned(RuntimeError):
@@ -54,24 +54,26 @@ def expected_capability() -> str | None:
     return "AVX2" if torch.cpu._is_avx2_supported() else None
 
 
-def _mkl_thread_invariant() -> bool | None:
-    """Whether a matrix product gives the same bits on 1 and 2 threads (MKL's strict CNR in
-    effect); None where torch has no MKL."""
+def _thread_invariant() -> bool:
+    """Whether a linear layer (MKL) and a convolution's gradients (oneDNN) give the same bits on 1
+    and 2 threads: the pins in effect (both differ under the unpinned kernels on an AVX-512 machine)."""
     import torch
+    import torch.nn.functional as F
 
-    if not torch.backends.mkl.is_available():
-        return None
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(32, 1024, generator=g), torch.randn(128, 1024, generator=g)
+    x, w = torch.randn(32, 1, 8, 8, generator=g), torch.randn(32, 1, 3, 3, generator=g)  # as a digits CNN's first
     threads = torch.get_num_threads()
+    out = []
     try:
-        out = []
         for n in (1, 2):
             torch.set_num_threads(n)
-            out.append(torch.nn.functional.linear(a, b))
+            wn = w.clone().requires_grad_()
+            F.conv2d(x, wn, padding=1).square().sum().backward()
+            out.append((F.linear(a, b), wn.grad))
     finally:
         torch.set_num_threads(threads)
-    return bool(torch.equal(*out))
+    return all(torch.equal(u, v) for u, v in zip(*out))
 
 
 def settings() -> dict:
@@ -79,7 +81,8 @@ def settings() -> dict:
     import torch
 
     return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "mkldnn": torch.backends.mkldnn.enabled,
-            "mkl_cbwr": os.environ.get("MKL_CBWR"), "mkl_thread_invariant": _mkl_thread_invariant(),
+            "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"), "mkl_cbwr": os.environ.get("MKL_CBWR"),
+            "thread_invariant": _thread_invariant(),
             "threads": torch.get_num_threads(), **{f"env_{k}": os.environ.get(k) for k in PINS}}
 
 
@@ -93,18 +96,18 @@ def identity(env: dict) -> dict | None:
 
 
 def use(device=None) -> dict:
-    """Start a run: oneDNN off, then check that the pinned kernels are in effect on a CPU run (one
-    line naming what is wrong, before any training, if not). Returns :func:`settings`."""
+    """Start a run: oneDNN on (its pinned kernels), then check that the pinned kernels are in effect
+    on a CPU run (one line naming what is wrong, before any training, if not). Returns :func:`settings`."""
     import torch
 
-    torch.backends.mkldnn.enabled = False
+    torch.backends.mkldnn.enabled = torch.backends.mkldnn.is_available()
     now = settings()
     expected = expected_capability()
     if expected is None or (device is not None and torch.device(device).type != "cpu"):
         return now
-    if now["cpu_capability"] != expected or now["mkl_thread_invariant"] is False:
+    if now["cpu_capability"] != expected or not now["thread_invariant"]:
         what = (f"{now['cpu_capability']} kernels, not {expected}" if now["cpu_capability"] != expected
-                else "MKL without MKL_CBWR=AVX2,STRICT (its products differ between thread counts)")
+                else "MKL or oneDNN kernels whose results differ between thread counts")
         raise KernelsNotPinned(f"torch computed with {what}: it ran before studylib pinned its CPU kernels; "
                                "import studylib before running anything in torch (restart the kernel)")
     return now

@@ -185,7 +185,7 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True) -> FitResult:
     """Train ``cfg.technique`` on ``data`` (already on the run's device) and return the model
     selected by ``cfg.train.select`` with its per-epoch history."""
     device = data.train.x.device
-    kernels.use(device)  # the pinned CPU kernels (oneDNN off), or one error before training
+    kernels.use(device)  # the pinned CPU kernels, or one error before training
     seed_everything(cfg.seed, cfg.deterministic, device)
     model = build_model(cfg.model, data.input_shape, data.num_classes, data.mean, data.std).to(device)
     # channels_last on CUDA only: on CPU it sped a ResNet-9 up by about a third in a trial, but torch

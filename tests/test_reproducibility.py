@@ -124,3 +124,19 @@ def test_a_run_is_reused_only_from_a_record_made_with_the_same_kernels(outputs):
     assert second.twin("cpu", {**here, "mkl_cbwr": None}) is None
     first.start({}, {"device": "cpu"})  # a record made before the kernels were recorded
     assert second.twin("cpu", here) is None
+
+
+def test_finished_runs_made_with_other_kernels_are_named(outputs):
+    from studylib.study import StudyResults
+
+    cfg = load_study("dropout", "smoke", {"arms": {"erm": {"technique": "erm"}, "dropout_50": {
+        "technique": "dropout", "hparams": {"rate": 0.5}}}})
+    here = kernels.settings()
+    other = {**here, "cpu_capability": "AVX512" if here["cpu_capability"] != "AVX512" else "AVX2"}
+    for arm, env in (("erm", {"kernels": here}), ("dropout_50", {"kernels": other})):
+        rec = RunRecord.for_config(cfg.run_config(arm, cfg.seeds[0]), outputs)
+        rec.start({}, env)
+        rec.save({"metrics": {}}, [], None)
+        rec.mark_done()
+    assert StudyResults(cfg, outputs).other_kernels(here) == [
+        f"dropout_50 seed {cfg.seeds[0]}: cpu_capability {other['cpu_capability']} (here {here['cpu_capability']})"]

@@ -9,6 +9,9 @@ wheel, an AVX-512 Intel machine: ``benchmarks/bench_pins.py``, ``tests/test_repr
 * MKL's matrix products (the linear layers) pick a code path per processor and split the work
   between threads: 1 and 2 threads gave different products. Pinned: ``MKL_CBWR=AVX2,STRICT``
   (MKL's conditional numerical reproducibility, strict mode: one result for any thread count).
+  MKL's documentation gives the AVX2 branch to Intel processors only (an AMD one silently gets
+  AUTO, its own code path); COMPATIBLE, the one branch for both, still gave different weights on
+  1 and 2 threads in a 2-epoch CNN run, so it is not used.
 * oneDNN's convolutions pick their own instruction set; its AVX-512 kernels gave different
   gradients on 1 and 2 threads, its AVX2 kernels the same. Pinned: ``ONEDNN_MAX_CPU_ISA=AVX2``.
   (Turning oneDNN off, convolutions through im2col and MKL, is thread-invariant too, but cost
@@ -22,8 +25,8 @@ refuses a CPU run whose kernels are not the pinned ones (torch computed before t
 
 Not covered: full reductions of about a million elements or more (``x.sum()``) split between
 threads (the digits studies gave bit-identical records on 1 and 2 threads); oneDNN may choose its
-blocking from the cache sizes (not measured across machines here); GPUs and ARM machines have other
-kernels altogether.
+blocking from the cache sizes, and MKL has its own code path on AMD processors (neither measured
+across machines here); GPUs and ARM machines have other kernels altogether.
 """
 
 from __future__ import annotations

@@ -69,10 +69,12 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 ## speed ratios against hand-written PyTorch loops (prints them; no timed tests): the digits loop,
-## then the CIFAR-10-shaped fast path (PreActResNet-18 in bf16 on a GPU; a narrow ResNet-9 on CPU)
+## then the CIFAR-10-shaped fast path (PreActResNet-18 in bf16 on a GPU; a narrow ResNet-9 on CPU),
+## then the cost of the pinned CPU kernels (studylib.kernels: pinned ÷ the machine's own)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_cifar.py
+	$(BIN)/python benchmarks/bench_pins.py
 
 ## the report as a reader sees it: headless Chromium (apt install chromium) renders outputs/report/
 ## synthesis.html, checks its sections, prompts and widgets, and writes cropped screenshots of the

@@ -15,6 +15,7 @@ import re
 import tempfile
 from pathlib import Path
 
+import studylib  # noqa: F401  (pins the CPU kernels before torch computes anything: studylib.kernels)
 import torch
 
 _OUT = os.environ.get("STUDYLIB_TEST_OUTPUTS") or tempfile.mkdtemp(prefix="studylib-test-outputs-")

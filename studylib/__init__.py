@@ -10,6 +10,10 @@ Public API (everything a notebook needs)::
 come with ``Study`` (imported on first use), so ``studylib check`` and ``studylib list`` answer at once.
 """
 
+from . import kernels as _kernels
+
+_kernels.pin()  # before the kit (or anything after it) runs torch: see studylib.kernels
+
 from .config import ConfigError, RunConfig, StudyConfig, load_study
 from .techniques import get_technique, technique_names
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from . import paths
+from . import kernels, paths
 from ._lazy import lazy_import
 
 # imported on first use: `studylib check` and `studylib list` need no torch
@@ -133,6 +133,7 @@ def git_state() -> dict:
 
 
 def environment(device: torch.device | None = None) -> dict:
+    """Code and package versions, the device, and the CPU kernel settings (:mod:`studylib.kernels`)."""
     versions = {}
     for name in PACKAGES:
         try:
@@ -146,7 +147,8 @@ def environment(device: torch.device | None = None) -> dict:
     elif device is not None:
         dev["device_name"] = platform.processor() or platform.machine()
     return {**git_state(), "python": platform.python_version(), "platform": platform.platform(),
-            "packages": versions, "torch_threads": torch.get_num_threads(), **dev, "time": _now()}
+            "packages": versions, "torch_threads": torch.get_num_threads(), **dev,
+            "kernels": kernels.settings(), "time": _now()}
 
 
 class RunRecord:
@@ -195,10 +197,11 @@ class RunRecord:
         finally:
             lock.release()
 
-    def twin(self, device: str | None = None) -> "RunRecord | None":
+    def twin(self, device: str | None = None, settings: dict | None = None) -> "RunRecord | None":
         """The finished record, in another study, of a run with this one's content, if any (and,
         given ``device``, trained on that kind of device: ``device: auto`` hashes alike on a GPU and
-        a CPU worker, and a reused run's cost is the original's)."""
+        a CPU worker, and a reused run's cost is the original's; given ``settings``, computed with
+        the same CPU kernels: :func:`studylib.kernels.identity`)."""
         ref = self._shared / self.content if self.content else None
         if ref is None or not ref.is_file():
             return None
@@ -206,10 +209,12 @@ class RunRecord:
         if not other.done or other.dir == self.dir:
             return None
         try:
-            same_device = device is None or str(other.env().get("device")).split(":")[0] == device
+            env = other.env()
         except RecordError:
             return None
-        return other if same_device else None
+        same_device = device is None or str(env.get("device")).split(":")[0] == device
+        same_kernels = settings is None or kernels.identity(env) == kernels.identity(settings)
+        return other if same_device and same_kernels else None
 
     def copy_from(self, other: "RunRecord", config: dict) -> None:
         """Finish this record with ``other``'s results (the same computation, another study's

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import traceback
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
 
-from . import paths
+from . import kernels, paths
 from .config import RunConfig, StudyConfig
 from .data import Data, check_available, make_data
 from .evaluate import scorecard
@@ -59,6 +60,7 @@ class Study:
         """Train and score every run not yet done. A failing run is recorded as failed with its
         reason; with ``raise_on_failure`` the error is re-raised after the other runs finished."""
         cfg = self.cfg
+        self.kernels = kernels.use(self.device)  # the pinned CPU kernels, or one error before any run
         check_available(cfg.data)  # a missing or broken dataset file stops here, before any run starts
         atomic_write_json(self.dir / "config.json", cfg.model_dump(mode="json"))
         runs = cfg.runs()
@@ -83,11 +85,17 @@ class Study:
             pending = put_off
         if failures and raise_on_failure:
             raise RuntimeError("; ".join(failures))
-        return StudyResults(cfg, self.outputs)
+        results = StudyResults(cfg, self.outputs)
+        other = results.other_kernels(self.kernels)
+        if other:  # finished earlier under other kernels: kept (never retrained over), but said
+            warnings.warn(f"{len(other)} finished run(s) of {cfg.study} were computed with other CPU kernels "
+                          f"than this process's ({other[0]}); their numbers may differ from a rerun here",
+                          stacklevel=2)
+        return results
 
     def _run_or_reuse(self, rc: RunConfig, rec: RunRecord, data_cache: dict, failures: list) -> None:
         # the same computation, done for another study on this kind of device: copied, not retrained
-        twin = rec.twin(self.device.type)
+        twin = rec.twin(self.device.type, self.kernels)
         if twin is not None:
             try:
                 rec.copy_from(twin, rc.model_dump(mode="json"))
@@ -213,6 +221,19 @@ class StudyResults:
 
     def flags(self) -> list[str]:
         return [f"{r.config.arm} seed {r.config.seed}: {f}" for r in self.runs for f in r.metrics["flags"]]
+
+    def other_kernels(self, settings: dict | None = None) -> list[str]:
+        """The runs computed with other CPU kernels than ``settings`` (default: this process's),
+        or made before the kernels were recorded: ``"<arm> seed <seed>: <what differs>"``."""
+        want = kernels.identity(settings or kernels.settings())
+        out = []
+        for r in self.runs:
+            have = kernels.identity(r.record.env())
+            if have != want:
+                what = "kernels not recorded" if have is None else ", ".join(
+                    f"{k} {have[k]} (here {want[k]})" for k in want if have[k] != want[k])
+                out.append(f"{r.config.arm} seed {r.config.seed}: {what}")
+        return out
 
     def run(self, arm: str, seed: int | None = None) -> RunResult:
         seed = self.cfg.seeds[0] if seed is None else seed

@@ -364,7 +364,7 @@ def effects(runs: pd.DataFrame, table: pd.DataFrame, metrics: list[str]) -> pd.D
     CI, adjusted p and verdict); on any other metric the difference is a side measurement, and its
     verdict column says "exploratory"."""
     rows = []
-    if table.empty or "arm" not in table:
+    if table.empty or not {"arm", "n"} <= set(table):
         return pd.DataFrame(rows)
     for _, c in table[table.arm.notna() & table.n.notna()].iterrows():
         g = _distinct_arms(runs[(runs.study == c.study) & (runs.profile == c.profile)

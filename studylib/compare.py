@@ -60,7 +60,7 @@ def _claim_rows(claims_table: pd.DataFrame, study: str, arm: str, baseline: str 
     """(the claim whose pair this column shows, the headline claim holding the arm) from the study's
     claims: the pair is the claim with the arm as its only candidate (a declared-baseline claim, or
     the exploratory view of one setting), else the claim holding it; either may be None."""
-    if claims_table.empty or "candidates" not in claims_table:
+    if claims_table.empty or not {"candidates", "arm", "n"} <= set(claims_table):
         return None, None
     c = claims_table[(claims_table.study == study) & claims_table.arm.notna() & claims_table.n.notna()]
     if c.empty:

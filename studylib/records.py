@@ -8,6 +8,7 @@
 * ``history.json``  one row per epoch
 * ``model.pt``      the selected weights (read back with ``weights_only=True``)
 * ``done``          written last, atomically: a record without it is unfinished and is redone
+* ``checkpoint.pt`` while the run trains: where a killed run resumes from (removed when done)
 * ``failed.json``   instead of ``done`` when the run raised (the reason is kept)
 
 A run that another study already computed (the same config but for the study, arm and profile
@@ -17,7 +18,8 @@ hash>`` names the record that computed it, and its ``.lock`` beside it is held w
 
 ``outputs/studies/<study>/<hash of the StudyConfig>/`` holds the study's config, the executed
 notebook (``notebook.ipynb``), the list of its runs and its own ``done``. Every file is written to
-a temporary name and renamed, so concurrent writers never leave a half-written record.
+a temporary name and renamed (:func:`atomic_file`), so concurrent writers never leave a
+half-written record.
 """
 
 from __future__ import annotations
@@ -163,6 +165,11 @@ class RunRecord:
         return cls(paths.outputs_dir(outputs) / "runs" / cfg.study / cfg.hash(), cfg.content_hash())
 
     @property
+    def checkpoint(self) -> Path:
+        """Where the run's resume checkpoint is while it trains (:mod:`studylib.checkpoint`)."""
+        return self.dir / "checkpoint.pt"
+
+    @property
     def _shared(self) -> Path:
         return self.dir.parent.parent / ".shared"
 
@@ -228,6 +235,7 @@ class RunRecord:
         atomic_write_json(self.dir / "env.json", {**other.env(), "reused_from": str(other.dir.relative_to(self.dir.parent.parent))})
         atomic_write_json(self.dir / "config.json", config)
         atomic_write_json(self.dir / "done", {"finished": _now()})
+        self.checkpoint.unlink(missing_ok=True)
 
     # -- writing --------------------------------------------------------------------------------
     def start(self, config: dict, env: dict) -> None:
@@ -246,6 +254,7 @@ class RunRecord:
 
     def mark_done(self) -> None:
         atomic_write_json(self.dir / "done", {"finished": _now()})
+        self.checkpoint.unlink(missing_ok=True)  # done: nothing to resume
         if self.content:  # other studies asking for this content copy it from here
             self._shared.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self._shared / self.content, str(self.dir.relative_to(self.dir.parent.parent)).encode())

@@ -115,7 +115,7 @@ class Study:
         # where the technique came from: built-in, or a plugin's module, distribution and version
         rec.start(rc.model_dump(mode="json"), {**environment(self.device), "seed": rc.seed,
                                                "technique": plugins.origin(rc.technique)})
-        result = fit(rc, data, progress=self.progress, checkpoint=rec.dir / "checkpoint.pt")
+        result = fit(rc, data, progress=self.progress, checkpoint=rec.checkpoint)
         card = scorecard(result.model, data, rc, result.technique)
         card["metrics"].update(result.technique.score(result.model, data))
         selected = result.history[result.best_epoch - 1]
@@ -131,7 +131,6 @@ class Study:
                    "scenario": data.description, "scenario_info": data.info}
         rec.save(metrics, result.history, result.model.state_dict())
         rec.mark_done()
-        (rec.dir / "checkpoint.pt").unlink(missing_ok=True)  # the run is done: nothing to resume
 
 
 class StudyResults:

@@ -226,13 +226,15 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True, checkpoint=None) -> F
     stopped_early = False
     train_seconds = first.train_seconds if first is not None else 0.0  # the cost of both fits
     steps = 0
+    first = 1
     resumed = ckpt.load(checkpoint, cfg.hash(), device)
-    if resumed is not None:
+    if resumed is not None:  # a killed run of this config: continue after its last checkpoint
         loop = ckpt.restore(resumed, model, opt, sched, technique, order_gen, device)
-        history, best_score, best_epoch, best_state, since_best, train_seconds, steps = (
-            loop[k] for k in ("history", "best_score", "best_epoch", "best_state", "since_best", "train_seconds", "steps"))
+        history, best_score, best_epoch, best_state = (loop[k] for k in ("history", "best_score", "best_epoch", "best_state"))
+        since_best, train_seconds, steps = loop["since_best"], loop["train_seconds"], loop["steps"]
+        first = resumed["epoch"] + 1
     last_saved = time.perf_counter()
-    bar = tqdm(range(1 + (resumed["epoch"] if resumed else 0), cfg.train.epochs + 1), desc=f"{cfg.arm} seed {cfg.seed}", disable=not progress, leave=False)
+    bar = tqdm(range(first, cfg.train.epochs + 1), desc=f"{cfg.arm} seed {cfg.seed}", disable=not progress, leave=False)
     for epoch in bar:
         technique.epoch_start(epoch)
         t0 = time.perf_counter()
@@ -286,7 +288,8 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True, checkpoint=None) -> F
                 and time.perf_counter() - last_saved >= cfg.train.checkpoint_every):
             loop = {"history": history, "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state,
                     "since_best": since_best, "train_seconds": train_seconds, "steps": steps}
-            ckpt.save(checkpoint, ckpt.capture(cfg.hash(), epoch, model, opt, sched, technique, order_gen, device, loop))
+            state = ckpt.capture(cfg.hash(), epoch, model, opt, sched, technique, order_gen, device, loop)
+            ckpt.save(checkpoint, state)
             last_saved = time.perf_counter()
     model.load_state_dict(best_state)
     model.eval()

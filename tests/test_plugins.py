@@ -143,9 +143,9 @@ def test_compare_runs_the_five_matrix_scenarios_reusing_the_main_jobs_runs(tmp_p
     plan = versus.plan("elr", "quick", {"beta": 0.5})
     assert [s["kind"] for s in plan.scenarios] == list(SCENARIOS)
     assert plan.arm == "elr_compared"  # the matrix's own elr arm stays as it is
-    # the arms whose knobs no ERM arm had get a twin: the adversarial ones and the DEQ
-    assert set(plan.twins) == {"erm_like_fgsm_at", "erm_like_deq"}
-    assert plan.twins["erm_like_fgsm_at"] == "fgsm_at, pgd_at, trades"
+    # the matrix itself has an equal-footing ERM twin for every arm (erm_sel_robust for the
+    # adversarial ones, erm_cnn for the DEQ): compare adds none
+    assert plan.twins == {}
     # the sweep file: one point per scenario, on the profile's report seeds
     spec = versus.write_sweep(plan, outputs=tmp_path).read_text()
     import yaml

@@ -64,8 +64,8 @@ def test_a_run_being_trained_elsewhere_is_waited_for_then_reused(outputs, monkey
     lock, the other's Study puts that run off, does its other runs, then waits for it and reuses it
     instead of training it."""
     real_fit, trained = study_mod.fit, []
-    monkeypatch.setattr(study_mod, "fit", lambda rc, data, progress=True: trained.append(
-        (rc.arm, threading.current_thread().name)) or real_fit(rc, data, progress))
+    monkeypatch.setattr(study_mod, "fit", lambda rc, data, progress=True, **kw: trained.append(
+        (rc.arm, threading.current_thread().name)) or real_fit(rc, data, progress, **kw))
     cfg = tiny()
     first, rest = cfg.runs()[0], cfg.runs()[1:]
     rec = RunRecord.for_config(first, outputs)
@@ -92,7 +92,8 @@ def test_a_run_another_study_computed_is_copied_not_retrained(outputs, monkeypat
     a run whose config differs only in the study, arm or profile name is trained once; the second
     study's record holds the same weights and metrics, its own names, and where they came from."""
     real_fit, trained = study_mod.fit, []
-    monkeypatch.setattr(study_mod, "fit", lambda rc, data, progress=True: trained.append(rc.study) or real_fit(rc, data, progress))
+    monkeypatch.setattr(study_mod, "fit", lambda rc, data, progress=True, **kw: trained.append(rc.study)
+                        or real_fit(rc, data, progress, **kw))
     first = tiny(arms={a: None for a in ("fgsm_at", "pgd_at", "trades", "trades_sat")})  # ERM only
     second = first.model_copy(update={"study": "adversarial_again", "profile": "quick",
                                       "arms": {"plain_erm": first.arms["erm"], "other": first.arms["erm"].model_copy(
@@ -112,10 +113,10 @@ def test_a_run_another_study_computed_is_copied_not_retrained(outputs, monkeypat
 def test_a_failing_run_is_recorded_and_the_others_finish(outputs, monkeypatch):
     real_fit = study_mod.fit
 
-    def flaky(rc, data, progress=True):
+    def flaky(rc, data, progress=True, **kw):
         if rc.arm == "trades":
             raise FloatingPointError("loss is nan")
-        return real_fit(rc, data, progress)
+        return real_fit(rc, data, progress, **kw)
 
     monkeypatch.setattr(study_mod, "fit", flaky)
     cfg = tiny()

@@ -16,9 +16,9 @@ from studylib.config import ConfigError
 from studylib.records import iter_run_records, read_json
 from studylib.sweep import expand, load_sweep, run_sweep
 
-# the matrix study cut to ERM and fast AT, one epoch on 200 examples: seconds per point
+# the matrix study cut to fast AT and its equal-footing ERM twin, one epoch on 200 examples: seconds per point
 TINY = {"train": {"epochs": 1}, "data": {"n_train": 200}, "eval": {"attacks": ["fgsm"], "corruptions": ["blur"]},
-        "arms": {arm: None for arm in load_study("matrix", "smoke").arms if arm not in ("erm", "fgsm_at")}}
+        "arms": {arm: None for arm in load_study("matrix", "smoke").arms if arm not in ("erm_sel_robust", "fgsm_at")}}
 
 
 def write_sweep(tmp_path, name="tiny", **spec):

@@ -153,7 +153,7 @@ def test_compare_runs_the_five_matrix_scenarios_reusing_the_main_jobs_runs(tmp_p
     points = expand(yaml.safe_load(spec))
     assert len(points) == 5
     for scenario, cfg in zip(plan.scenarios, plan.configs()):
-        assert cfg.seeds == [1000, 1001, 1002]
+        assert cfg.seeds == [1000, 1001, 1002, 1003, 1004]
         main = load_study("matrix", "quick", {"data.scenario": scenario})  # the main job's matrix point
         for arm in main.arms:  # the same run records: reused, not retrained
             assert cfg.run_config(arm, 1000).hash() == main.run_config(arm, 1000).hash(), arm

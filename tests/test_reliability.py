@@ -47,6 +47,19 @@ def _one_line_refusal(msg: str, batch) -> None:
     assert "\n" not in msg.strip() and str(batch) in msg and "refused" in msg, msg
 
 
+
+def _kill_when_ready(child, ready, seconds: float, what: str) -> None:
+    """SIGKILL ``child`` as soon as it has written ``ready`` (it must get there within ``seconds``)."""
+    try:
+        deadline = time.monotonic() + seconds
+        while not ready.exists():
+            assert child.poll() is None, "the child died before the kill"
+            assert time.monotonic() < deadline, f"the child never reached {what}"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+
 def test_data_check_refuses_a_planted_pickle(planted, capsys):
     root, marker, batch = planted
     assert cli.main(["data", "check", "cifar10", "--root", str(root)]) == 2
@@ -151,15 +164,7 @@ def test_a_kill_during_save_leaves_the_old_record_intact(tmp_path, where):
     old_model = (rec.dir / "model.pt").read_bytes()
     ready = tmp_path / "ready"
     child = subprocess.Popen([sys.executable, "-c", _SAVE_CHILD, str(rec.dir), str(ready), where])
-    try:
-        deadline = time.monotonic() + 120
-        while not ready.exists():
-            assert child.poll() is None, "the child died before the kill"
-            assert time.monotonic() < deadline, "the child never reached the save"
-            time.sleep(0.05)
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.wait()
+    _kill_when_ready(child, ready, 120, "the save")
     assert child.returncode == -signal.SIGKILL
     assert rec.metrics() == {"clean_acc": 0.5}
     if where == "model":
@@ -238,15 +243,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, arm, monkeypatch):
     killed, ready = tmp_path / "killed", tmp_path / "ready"
     child = subprocess.Popen([sys.executable, "-c", _RUN_CHILD, str(killed), arm, str(ready), json.dumps(RESUME)],
                              env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-    try:
-        deadline = time.monotonic() + 300
-        while not ready.exists():
-            assert child.poll() is None, "the child died before the kill"
-            assert time.monotonic() < deadline, "the child never reached epoch 3"
-            time.sleep(0.05)
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.wait()
+    _kill_when_ready(child, ready, 300, "epoch 3")
     rec = RunRecord.for_config(cfg.run_config(arm, 0), killed)
     assert (rec.dir / "checkpoint.pt").is_file() and not rec.done
 

@@ -4,7 +4,10 @@ killed while saving leaves the old record whole); a killed run resumes from its 
 the same metrics and history as an uninterrupted run."""
 
 import hashlib
+import os
 import pickle
+import signal
+import time
 
 import pytest
 import torch
@@ -153,11 +156,8 @@ rec.save({"clean_acc": 0.9, "new": True}, [{"epoch": 1, "new": True}], {"w": tor
 def test_a_kill_during_save_leaves_the_old_record_intact(tmp_path, where):
     """A real SIGKILL of a child process while it saves a record over an old one: every file is the
     old one (or, for the files the save had finished, wholly the new one), each readable."""
-    import os
-    import signal
     import subprocess
     import sys
-    import time
 
     rec = RunRecord(tmp_path / "run")
     rec.save({"clean_acc": 0.5}, [{"epoch": 1}], {"w": torch.ones(256, 256)})
@@ -230,11 +230,8 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, arm, monkeypatch):
     run's bit for bit (CPU), for techniques with state across epochs (ELR's targets, SAT's soft
     labels, Group DRO's q) and without."""
     import json
-    import os
-    import signal
     import subprocess
     import sys
-    import time
 
     import studylib.train as T
 

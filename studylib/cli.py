@@ -134,7 +134,7 @@ def cmd_audit(args) -> int:
         except RecordError as e:
             return _err(str(e))
         if cfg and cfg.get("profile") == args.profile and (not args.arm or cfg.get("arm") in args.arm) \
-                and cfg.get("eval", {}).get("attacks"):
+                and (not args.seed or cfg.get("seed") in args.seed) and cfg.get("eval", {}).get("attacks"):
             todo.append(rec)
     if not todo:
         return _err(f"no finished {args.study} runs of profile {args.profile}"
@@ -142,7 +142,9 @@ def cmd_audit(args) -> int:
                     f"{paths.outputs_dir(args.outputs) / 'runs'}")
     out = paths.outputs_dir(args.outputs) / "audit"
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{args.study}-{args.profile}.csv"
+    # a selection of runs gets its own table (two audits of one study in parallel never share a file)
+    selection = "".join(f"-{a}" for a in args.arm or []) + "".join(f"-{s}" for s in args.seed or [])
+    path = out / f"{args.study}-{args.profile}{selection}.csv"
     rows = []
     for rec in todo:
         try:
@@ -394,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     aud.add_argument("study")
     aud.add_argument("--profile", choices=PROFILES, default="quick", help="whose runs (default: quick, the report's)")
     aud.add_argument("--arm", action="append", help="only this arm (repeatable; default: every arm with attacks)")
+    aud.add_argument("--seed", action="append", type=int,
+                     help="only this seed (repeatable; default: every seed); the table is then named by the selection")
     aud.add_argument("--tolerance", type=float, default=None,
                      help="accuracy below the reported one still taken as agreement (default: 0.01)")
     aud.add_argument("--max-examples", type=int, default=None,

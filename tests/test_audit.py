@@ -92,5 +92,8 @@ def test_runs_that_cannot_be_audited_are_one_line_errors(trained, tmp_path, caps
     assert main(["audit", "synergy", "--profile", "quick", "--outputs", str(out)]) == 2
     assert "no finished synergy runs of profile quick" in capsys.readouterr().err
     assert main(["audit", "nosuchstudy", "--outputs", str(out)]) == 2
+    # a seed that has no run selects nothing (the trained run is seed 0)
+    assert main(["audit", "synergy", "--profile", "smoke", "--seed", "7", "--outputs", str(out)]) == 2
+    assert "no finished synergy runs of profile smoke" in capsys.readouterr().err
     with pytest.raises(RecordError, match="not a finished run"):
         audit_run(tmp_path)

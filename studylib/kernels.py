@@ -31,6 +31,7 @@ across machines here); GPUs and ARM machines have other kernels altogether.
 
 from __future__ import annotations
 
+import functools
 import os
 
 #: environment variables read once by torch (first operation) and MKL (first call)
@@ -57,6 +58,7 @@ def expected_capability() -> str | None:
     return "AVX2" if torch.cpu._is_avx2_supported() else None
 
 
+@functools.lru_cache(maxsize=1)  # the kernels are chosen once per process: probe once, not per run
 def _thread_invariant() -> bool:
     """Whether a linear layer (MKL) and a convolution's gradients (oneDNN) give the same bits on 1
     and 2 threads: the pins in effect (both differ under the unpinned kernels on an AVX-512 machine)."""

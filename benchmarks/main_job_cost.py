@@ -4,8 +4,11 @@ For every study of a finished sweep (``make study`` writes ``outputs/sweeps/<swe
 its sweep point's wall time (kernel, imports and notebook included) and, summed over its run
 records, the training time (epochs only), the scorecard's time, and inside the scorecard the
 attacks' time (FGSM, PGD, APGD-CE, APGD-T, a technique's own such as the DEQ's PGD per gradient
-and Square); what is left of the point is validation (per-epoch selection, PGD for the adversarial
-arms), data, records and the notebook. Runs reused from another study (``env.json`` names the
+and Square); what is left of the point ("rest") is split into per-epoch validation (selection,
+PGD for the adversarial arms' selection, per-epoch diagnostics such as the DEQ's solver statistics
+and the label-noise memorisation fractions: ``val_seconds`` of records that have it), the clean
+scorecard (clean and corrupted test accuracy, calibration, gradient norm: the scorecard less its
+attacks) and the remainder (data, records, kernel start, imports and the notebook). Runs reused from another study (``env.json`` names the
 source) count where they were trained.
 
 With ``--refepoch S`` (seconds of one reference epoch — a plain PyTorch ERM epoch of the small CNN on
@@ -61,6 +64,9 @@ def run_seconds(outputs: Path, profile: str) -> dict[str, collections.Counter]:
         m = metrics.get("metrics", {})
         c["train"] += m.get("train_seconds", 0.0)
         c["scorecard"] += m.get("eval_seconds", 0.0)
+        if "val_seconds" in m:
+            c["validation"] += m["val_seconds"]
+            c["timed_validation"] += 1
         for name, s in metrics.get("attacks", {}).get("seconds", {}).items():
             c["attack:" + name.split(":", 1)[0]] += s
     return per
@@ -83,23 +89,30 @@ def main(argv=None) -> int:
         return f"{seconds / w / ref:7.0f}" if ref else "      -"
 
     print(f"{'study':20s} {'runs':>5s} {'reused':>6s} {'point s':>8s} {'train s':>8s} {'attacks s':>9s} "
-          f"{'rest s':>7s} {'ref ep':>7s} {'s/seed':>7s}  slowest attacks")
+          f"{'rest s':>7s} {'val s':>6s} {'card s':>6s} {'other s':>7s} {'ref ep':>7s} {'s/seed':>7s}  slowest attacks")
     total = collections.Counter()
     for study in sorted(points, key=points.get, reverse=True):
         c = runs.get(study, collections.Counter())
         attacks = {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("attack:")}
         att = sum(attacks.values())
         rest = points[study] - c["train"] - att
+        card = c["scorecard"] - att  # the scorecard less its attacks
+        # validation is timed in records written since val_seconds exists ("-": an older record)
+        timed = c["timed_validation"] == c["runs"] - c["reused"]
+        val = c["validation"] if timed else float("nan")
+        other = rest - card - val if timed else float("nan")
         top = ", ".join(f"{k} {v:.0f}" for k, v in sorted(attacks.items(), key=lambda kv: -kv[1])[:3])
         per_seed = points[study] / c["seeds"] if c["seeds"] else float("nan")
         print(f"{study:20s} {c['runs']:5d} {c['reused']:6d} {points[study]:8.1f} {c['train']:8.1f} {att:9.1f} "
-              f"{rest:7.1f} {refs(points[study])} {per_seed:7.1f}  {top}")
-        total.update({"point": points[study], "train": c["train"], "attacks": att, "rest": rest})
+              f"{rest:7.1f} {val:6.1f} {card:6.1f} {other:7.1f} {refs(points[study])} {per_seed:7.1f}  {top}")
+        total.update({"point": points[study], "train": c["train"], "attacks": att, "rest": rest, "card": card,
+                      "val": val, "other": other})
     print(f"{'all':20s} {'':5s} {'':6s} {total['point']:8.1f} {total['train']:8.1f} {total['attacks']:9.1f} "
-          f"{total['rest']:7.1f} {refs(total['point'])}")
+          f"{total['rest']:7.1f} {total['val']:6.1f} {total['card']:6.1f} {total['other']:7.1f} {refs(total['point'])}")
     print(f"worker seconds: training {total['train'] / total['point']:.0%}, attacks "
           f"{total['attacks'] / total['point']:.0%}, the rest (validation, clean scorecard, data, records, "
-          f"kernels) {total['rest'] / total['point']:.0%}")
+          f"kernels) {total['rest'] / total['point']:.0%}: validation {total['val'] / total['point']:.0%}, clean "
+          f"scorecard {total['card'] / total['point']:.0%}, other {total['other'] / total['point']:.0%}")
     if ref:
         print(f"on {w} workers at {ref:g} s per reference epoch: the sweep's work ≈ {refs(total['point']).strip()} "
               f"reference epochs; training alone ≈ {refs(total['train']).strip()} (the floor if attacks, "

@@ -120,6 +120,7 @@ class Study:
         card["metrics"].update(result.technique.score(result.model, data))
         selected = result.history[result.best_epoch - 1]
         fit_summary = {"train_seconds": result.train_seconds, "seconds_per_epoch": result.seconds_per_epoch,
+                       "val_seconds": result.val_seconds,
                        "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                        "stopped_early": result.stopped_early, "selection_rule": result.selection_rule,
                        "sampler": result.sampler, "trained_examples": result.trained_examples,

@@ -113,6 +113,7 @@ class FitResult:
     diagnostics: dict = field(default_factory=dict)
     sampler: str = "uniform"
     trained_examples: int | None = None  # examples gradient steps were drawn from (None: the whole split)
+    val_seconds: float = 0.0  # per-epoch validation, selection attacks and diagnostics (not training)
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -225,6 +226,7 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True, checkpoint=None) -> F
     best_score, best_epoch, best_state, since_best = -float("inf"), 0, None, 0
     stopped_early = False
     train_seconds = first.train_seconds if first is not None else 0.0  # the cost of both fits
+    val_seconds = first.val_seconds if first is not None else 0.0
     steps = 0
     first = 1
     resumed = ckpt.load(checkpoint, cfg.hash(), device)
@@ -232,6 +234,7 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True, checkpoint=None) -> F
         loop = ckpt.restore(resumed, model, opt, sched, technique, order_gen, device)
         history, best_score, best_epoch, best_state = (loop[k] for k in ("history", "best_score", "best_epoch", "best_state"))
         since_best, train_seconds, steps = loop["since_best"], loop["train_seconds"], loop["steps"]
+        val_seconds = loop.get("val_seconds", 0.0)
         first = resumed["epoch"] + 1
     last_saved = time.perf_counter()
     bar = tqdm(range(first, cfg.train.epochs + 1), desc=f"{cfg.arm} seed {cfg.seed}", disable=not progress, leave=False)
@@ -267,10 +270,12 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True, checkpoint=None) -> F
         train_loss = (total / max(1, seen)).item()  # one sync per epoch
         if not np.isfinite(train_loss):
             raise TrainingDiverged(f"{cfg.arm} seed {cfg.seed}: training loss is {train_loss} at epoch {epoch}")
-        train_seconds += time.perf_counter() - t0  # training cost excludes validation and checks
+        t1 = time.perf_counter()
+        train_seconds += t1 - t0  # training cost excludes validation and checks
         extra = technique.epoch_end(model, epoch)
         row = {"epoch": epoch, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"],
                "seconds": train_seconds, **validate(model, data, cfg), **_fit_fractions(model, data.train), **extra}
+        val_seconds += time.perf_counter() - t1
         history.append(row)
         score = epoch if cfg.train.select == "last" else row[cfg.train.select]
         if score > best_score:
@@ -287,7 +292,8 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True, checkpoint=None) -> F
         if (checkpoint is not None and epoch < cfg.train.epochs
                 and time.perf_counter() - last_saved >= cfg.train.checkpoint_every):
             loop = {"history": history, "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state,
-                    "since_best": since_best, "train_seconds": train_seconds, "steps": steps}
+                    "since_best": since_best, "train_seconds": train_seconds, "steps": steps,
+                    "val_seconds": val_seconds}
             state = ckpt.capture(cfg.hash(), epoch, model, opt, sched, technique, order_gen, device, loop)
             ckpt.save(checkpoint, state)
             last_saved = time.perf_counter()
@@ -296,4 +302,5 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True, checkpoint=None) -> F
     return FitResult(model=model, history=history, best_epoch=best_epoch, epochs_run=len(history),
                      train_seconds=train_seconds, selection_rule=selection_rule(cfg),
                      stopped_early=stopped_early, technique=technique, diagnostics=technique.diagnostics(),
-                     sampler=sampler, trained_examples=None if train_index is None else n_steps_from)
+                     sampler=sampler, trained_examples=None if train_index is None else n_steps_from,
+                     val_seconds=val_seconds)

@@ -10,7 +10,7 @@ import pytest
 
 from studylib import Study, load_study
 
-TIMING = {"train_seconds", "seconds_per_epoch", "eval_seconds"}
+TIMING = {"train_seconds", "seconds_per_epoch", "eval_seconds", "val_seconds"}
 
 
 def test_pgd_at_beats_erm_on_pgd_accuracy_by_a_wide_margin():
@@ -43,6 +43,28 @@ def test_same_seed_twice_gives_identical_metrics(tmp_path):
         assert ma["robust_curve"] == mb["robust_curve"]
         assert [{k: v for k, v in r.items() if k != "seconds"} for r in ra.history] == \
                [{k: v for k, v in r.items() if k != "seconds"} for r in rb.history]
+
+
+def test_early_stopping_stops_and_changes_only_the_epochs_trained(tmp_path):
+    """train.patience: the run stops after `patience` epochs without a better validation score and
+    records it; its trajectory up to the stop is the full run's, and it keeps the best epoch of those."""
+    from studylib.train import fit
+    from studylib.data import make_data
+
+    cfg = load_study("dro", "smoke", {"seeds": [0], "train.epochs": 12, "eval.attacks": []})
+    rc = next(r for r in cfg.runs() if r.arm == "erm_es")
+    assert rc.train.patience == 10  # the study's early-stopped arms (params/dro.yaml)
+    data = make_data(rc.data, rc.seed)
+    stop = fit(rc.model_copy(update={"train": rc.train.model_copy(update={"patience": 2})}), data, progress=False)
+    full = fit(rc.model_copy(update={"train": rc.train.model_copy(update={"patience": None})}), data, progress=False)
+    assert not full.stopped_early and full.epochs_run == 12
+    assert stop.stopped_early and stop.epochs_run == stop.best_epoch + 2 < 12
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in stop.history]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in full.history[:stop.epochs_run]]
+    # the kept epoch is the full run's best among the epochs both trained (the first of equals)
+    scores = [r["val_worst_group_acc"] for r in full.history[:stop.epochs_run]]
+    assert stop.best_epoch == scores.index(max(scores)) + 1
+    assert stop.val_seconds > 0 and full.val_seconds > 0  # validation is timed apart from training
 
 
 def _cli(*args, timeout=600):

@@ -9,6 +9,12 @@ study's quick profile (10 epochs on digits), one thread, each fit in turn, the e
 right before and after each DEQ fit (the ratio uses their mean). Usage:
 
     python benchmarks/deq_cost.py [--seeds 0 1 2] [--settings current fpi_phantom ...] [--epochs 10]
+
+``--matrix`` checks a setting for the matrix's DEQ arm instead (the matrix's quick profile: Anderson
+10 with the implicit backward today), in each of the main job's five scenarios: whole runs (fit,
+scorecard with its three-gradient PGD side metric, solver statistics), timed end to end, with the
+scenario's selection metric on validation at the epoch the run selected. Test numbers of design
+seeds are printed for the attack's strength (robust accuracy should not rise with a cheaper solver).
 """
 
 from __future__ import annotations
@@ -43,15 +49,82 @@ def one(arm: str, hparams: dict, seed: int, epochs: int) -> dict:
             "nstep": result.history[-1].get("val_solver_nstep", float("nan"))}
 
 
+MATRIX_SCENARIOS = {  # the main job's matrix grid (params/sweeps/quick.yaml)
+    "clean": {"kind": "clean"},
+    "small_data": {"kind": "small_data", "fraction": 0.1},
+    "label_noise": {"kind": "label_noise", "rate": 0.4},
+    "imbalance": {"kind": "imbalance", "ratio": 20},
+    "spurious": {"kind": "spurious", "correlation": 0.95},
+}
+# settings of the matrix's deq arm on top of its quick profile (Anderson 10, IFT backward, unroll 10)
+MATRIX_SETTINGS = {
+    "current": {},
+    "fpi8_phantom2": {"solver": "fixed_point_iter", "max_iter": 8, "grad": "phantom", "phantom_steps": 2},
+}
+
+
+def one_matrix_run(scenario: str, hparams: dict, seed: int) -> dict:
+    """One whole matrix DEQ run (what the main job's worker does for it), timed end to end."""
+    import time
+
+    from studylib.aggregate import selection_metric
+    from studylib.evaluate import scorecard
+
+    overrides = {"seeds": [seed], "data.scenario": MATRIX_SCENARIOS[scenario],
+                 **{f"arms.deq.hparams.{k}": v for k, v in hparams.items()}}
+    cfg = load_study("matrix", "quick", overrides).run_config("deq", seed)
+    t0 = time.perf_counter()
+    data = make_data(cfg.data, seed)
+    result = fit(cfg, data, progress=False)
+    card = scorecard(result.model, data, cfg, result.technique)
+    card["metrics"].update(result.technique.score(result.model, data))
+    seconds = time.perf_counter() - t0
+    selected = result.history[result.best_epoch - 1]
+    m = card["metrics"]
+    rule = selection_metric("deq", cfg.data.scenario.kind)
+    return {"seconds": seconds, "train_seconds": result.train_seconds, "val": selected[rule], "rule": rule,
+            "residual": result.history[-1].get("val_solver_residual", float("nan")),
+            "robust_acc": m.get("robust_acc", float("nan")), "clean_acc": m.get("clean_acc", float("nan"))}
+
+
+def matrix(args) -> None:
+    rows: dict[str, list[dict]] = {}
+    for seed in args.seeds:
+        for scenario in args.scenarios:
+            for name in MATRIX_SETTINGS:
+                r = one_matrix_run(scenario, MATRIX_SETTINGS[name], seed)
+                r["scenario"] = scenario
+                rows.setdefault(name, []).append(r)
+                print(f"seed {seed} {scenario:11s} {name:14s}: run {r['seconds']:6.1f} s (fit {r['train_seconds']:5.1f}), "
+                      f"{r['rule']} {r['val']:.4f}, val residual {r['residual']:.2e}, "
+                      f"test clean {r['clean_acc']:.4f} robust {r['robust_acc']:.4f}", flush=True)
+    print("\nmean over seeds", args.seeds)
+    for scenario in args.scenarios:
+        base = statistics.mean(r["val"] for r in rows["current"] if r["scenario"] == scenario)
+        for name, rs in rows.items():
+            rs = [r for r in rs if r["scenario"] == scenario]
+            val = statistics.mean(r["val"] for r in rs)
+            print(f"{scenario:11s} {name:14s}: run {statistics.mean(r['seconds'] for r in rs):6.1f} s, "
+                  f"{rs[0]['rule']} {val:.4f} ({100 * (val - base):+.1f} points), "
+                  f"robust {statistics.mean(r['robust_acc'] for r in rs):.4f}, "
+                  f"residual {statistics.mean(r['residual'] for r in rs):.2e}")
+    for name, rs in rows.items():
+        print(f"all scenarios {name:14s}: {sum(r['seconds'] for r in rs):7.1f} s in all")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--matrix", action="store_true", help="check a setting for the matrix's DEQ arm instead")
+    ap.add_argument("--scenarios", nargs="+", default=list(MATRIX_SCENARIOS), choices=list(MATRIX_SCENARIOS))
     args = ap.parse_args()
     if max(args.seeds) >= 1000:
         raise SystemExit("design seeds only (< 1000): report seeds are never used to choose a setting")
     torch.set_num_threads(1)
+    if args.matrix:
+        return matrix(args)
     rows: dict[str, list[dict]] = {}
     for seed in args.seeds:
         for name in args.settings:

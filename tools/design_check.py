@@ -1,0 +1,78 @@
+"""Choose a setting of one arm on validation, on design seeds only: the check behind a params comment.
+
+    python tools/design_check.py matrix l2 hparams.l2 1e-4 1e-3 1e-2 --profile quick --matrix-scenarios
+
+For each scenario (the study's own, or with ``--matrix-scenarios`` the five of the main job's matrix),
+each design seed and each value, the arm is trained (``fit`` only: no scorecard, no attacks) and the
+scenario's selection metric (``studylib.aggregate.selection_metric``) is read on validation at the
+epoch the run itself selected. Prints one line per run, then per scenario the mean over seeds of
+each value and of the study's ``erm`` arm (the equal-footing baseline), best first. Test numbers are
+never read. Seeds ≥ 1000 (report seeds) are refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+import yaml
+
+from studylib.aggregate import selection_metric
+from studylib.config import FIRST_REPORT_SEED, load_study
+from studylib.data import make_data
+from studylib.train import fit
+
+MATRIX_SCENARIOS = {  # the main job's matrix grid (params/sweeps/quick.yaml)
+    "clean": {"kind": "clean"},
+    "small_data": {"kind": "small_data", "fraction": 0.1},
+    "label_noise": {"kind": "label_noise", "rate": 0.4},
+    "imbalance": {"kind": "imbalance", "ratio": 20},
+    "spurious": {"kind": "spurious", "correlation": 0.95},
+}
+
+
+def validation_score(study: str, profile: str, arm: str, seed: int, overrides: dict) -> tuple[str, float]:
+    cfg = load_study(study, profile, {"seeds": [seed], **overrides}).run_config(arm, seed)
+    result = fit(cfg, make_data(cfg.data, seed), progress=False)
+    rule = selection_metric(cfg.technique, cfg.data.scenario.kind)
+    return rule, result.history[result.best_epoch - 1][rule]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("study")
+    ap.add_argument("arm")
+    ap.add_argument("key", help="the arm's setting to vary, relative to the arm (e.g. hparams.l2)")
+    ap.add_argument("values", nargs="+", help="YAML values")
+    ap.add_argument("--profile", default="quick")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--matrix-scenarios", action="store_true", help="the five scenarios of the main job's matrix")
+    ap.add_argument("--baseline", default="erm", help="the arm shown beside the values ('' for none)")
+    args = ap.parse_args()
+    if max(args.seeds) >= FIRST_REPORT_SEED:
+        raise SystemExit(f"design seeds only (< {FIRST_REPORT_SEED}): report seeds are never used to choose a setting")
+    torch.set_num_threads(1)
+    scenarios = MATRIX_SCENARIOS if args.matrix_scenarios else {"own": None}
+    values = [yaml.safe_load(v) for v in args.values]
+    candidates = [(f"{args.arm} {args.key}={v}", args.arm, {f"arms.{args.arm}.{args.key}": v}) for v in values]
+    if args.baseline:
+        candidates.append((args.baseline, args.baseline, {}))
+    scores: dict[tuple[str, str], list[float]] = {}
+    rules = {}
+    for name, scenario in scenarios.items():
+        extra = {"data.scenario": scenario} if scenario else {}
+        for seed in args.seeds:
+            for label, arm, overrides in candidates:
+                rule, score = validation_score(args.study, args.profile, arm, seed, {**extra, **overrides})
+                rules[name] = rule
+                scores.setdefault((name, label), []).append(score)
+                print(f"{name:11s} seed {seed} {label:28s} {rule} {score:.4f}", flush=True)
+    print(f"\nmean over design seeds {args.seeds}, best first")
+    for name in scenarios:
+        ranked = sorted(((statistics.mean(scores[(name, label)]), label) for label, _, _ in candidates), reverse=True)
+        print(f"{name:11s} {rules[name]}: " + ", ".join(f"{label} {mean:.4f}" for mean, label in ranked))
+
+
+if __name__ == "__main__":
+    main()

@@ -26,6 +26,7 @@ import torch
 
 from studylib.config import load_study
 from studylib.data import make_data
+from studylib.sweep import load_sweep
 from studylib.train import fit
 
 # hparams of the DEQ study's `deq` arm on top of its quick profile (max_iter 12, Anderson, IFT backward)
@@ -49,13 +50,9 @@ def one(arm: str, hparams: dict, seed: int, epochs: int) -> dict:
             "nstep": result.history[-1].get("val_solver_nstep", float("nan"))}
 
 
-MATRIX_SCENARIOS = {  # the main job's matrix grid (params/sweeps/quick.yaml)
-    "clean": {"kind": "clean"},
-    "small_data": {"kind": "small_data", "fraction": 0.1},
-    "label_noise": {"kind": "label_noise", "rate": 0.4},
-    "imbalance": {"kind": "imbalance", "ratio": 20},
-    "spurious": {"kind": "spurious", "correlation": 0.95},
-}
+# the five scenarios of the main job's matrix, read from its sweep file (params/sweeps/quick.yaml)
+MATRIX_SCENARIOS = {p.overrides_dict["data.scenario"]["kind"]: p.overrides_dict["data.scenario"]
+                    for p in load_sweep("quick")[2] if p.study == "matrix"}
 # settings of the matrix's deq arm on top of its quick profile (Anderson 10, IFT backward, unroll 10)
 MATRIX_SETTINGS = {
     "current": {},

@@ -21,15 +21,12 @@ import yaml
 from studylib.aggregate import selection_metric
 from studylib.config import FIRST_REPORT_SEED, load_study
 from studylib.data import make_data
+from studylib.sweep import load_sweep
 from studylib.train import fit
 
-MATRIX_SCENARIOS = {  # the main job's matrix grid (params/sweeps/quick.yaml)
-    "clean": {"kind": "clean"},
-    "small_data": {"kind": "small_data", "fraction": 0.1},
-    "label_noise": {"kind": "label_noise", "rate": 0.4},
-    "imbalance": {"kind": "imbalance", "ratio": 20},
-    "spurious": {"kind": "spurious", "correlation": 0.95},
-}
+# the five scenarios of the main job's matrix, read from its sweep file (params/sweeps/quick.yaml)
+MATRIX_SCENARIOS = {p.overrides_dict["data.scenario"]["kind"]: p.overrides_dict["data.scenario"]
+                    for p in load_sweep("quick")[2] if p.study == "matrix"}
 
 
 def validation_score(study: str, profile: str, arm: str, seed: int, overrides: dict) -> tuple[str, float]:

@@ -49,6 +49,12 @@ def main() -> None:
     args = ap.parse_args()
     if max(args.seeds) >= FIRST_REPORT_SEED:
         raise SystemExit(f"design seeds only (< {FIRST_REPORT_SEED}): report seeds are never used to choose a setting")
+    try:
+        cfg = load_study(args.study, args.profile, {f"arms.{args.arm}.{args.key}": yaml.safe_load(args.values[0])})
+    except Exception as e:  # a bad study, arm or key: one line, before anything trains
+        raise SystemExit(f"design_check: {e}") from None
+    if args.baseline and args.baseline not in cfg.arms:
+        raise SystemExit(f"design_check: {args.study} has no arm {args.baseline!r} (--baseline)")
     torch.set_num_threads(1)
     scenarios = MATRIX_SCENARIOS if args.matrix_scenarios else {"own": None}
     values = [yaml.safe_load(v) for v in args.values]

@@ -2,13 +2,14 @@
 the cnn with the DEQ's channels), and what a cheaper solver setting gives up: clean validation
 accuracy and the solver's relative residual. Prints one line per setting and seed, then the mean per
 setting; nothing is asserted (issue target: ≤ 6× the explicit net per epoch, validation accuracy
-within 1 point of the current setting).
+within 1 point of the former setting, Anderson 12 with the implicit backward).
 
 Design seeds only (0–999; the report seeds ≥ 1000 are never looked at while choosing). The DEQ
 study's quick profile (10 epochs on digits), one thread, each fit in turn, the explicit net timed
 right before and after each DEQ fit (the ratio uses their mean). Usage:
 
-    python benchmarks/deq_cost.py [--seeds 0 1 2] [--settings current fpi_phantom ...] [--epochs 10]
+    python benchmarks/deq_cost.py [--seeds 0 1 2] [--settings anderson12_ift fpi8_phantom2 ...] [--epochs 10]
+    python benchmarks/deq_cost.py --matrix [--seeds 0 1 2] [--scenarios clean small_data ...]
 
 ``--matrix`` checks a setting for the matrix's DEQ arm instead (the matrix's quick profile: Anderson
 10 with the implicit backward today), in each of the main job's five scenarios: whole runs (fit,
@@ -26,15 +27,18 @@ import torch
 
 from studylib.config import load_study
 from studylib.data import make_data
+from studylib.paths import params_dir
 from studylib.sweep import load_sweep
 from studylib.train import fit
 
-# hparams of the DEQ study's `deq` arm on top of its quick profile (max_iter 12, Anderson, IFT backward)
+# the DEQ study's `deq` arm's solver settings, each in full (so they do not depend on what the quick
+# profile holds today: fixed-point 8 + phantom 2, chosen with this script; before it, Anderson 12 + IFT)
+_ANDERSON12 = {"solver": "anderson", "max_iter": 12, "grad": "ift"}
 SETTINGS = {
-    "current": {},
-    "anderson_phantom": {"grad": "phantom", "phantom_steps": 5},
-    "fpi": {"solver": "fixed_point_iter"},
-    "fpi_phantom": {"solver": "fixed_point_iter", "grad": "phantom", "phantom_steps": 5},
+    "anderson12_ift": _ANDERSON12,  # the former setting: the reference the others are compared with
+    "anderson12_phantom5": {**_ANDERSON12, "grad": "phantom", "phantom_steps": 5},
+    "fpi12_ift": {**_ANDERSON12, "solver": "fixed_point_iter"},
+    "fpi12_phantom5": {**_ANDERSON12, "solver": "fixed_point_iter", "grad": "phantom", "phantom_steps": 5},
     "fpi8_phantom3": {"solver": "fixed_point_iter", "max_iter": 8, "grad": "phantom", "phantom_steps": 3},
     "fpi8_phantom2": {"solver": "fixed_point_iter", "max_iter": 8, "grad": "phantom", "phantom_steps": 2},
     "fpi6_phantom2": {"solver": "fixed_point_iter", "max_iter": 6, "grad": "phantom", "phantom_steps": 2},
@@ -52,7 +56,7 @@ def one(arm: str, hparams: dict, seed: int, epochs: int) -> dict:
 
 # the five scenarios of the main job's matrix, read from its sweep file (params/sweeps/quick.yaml)
 MATRIX_SCENARIOS = {p.overrides_dict["data.scenario"]["kind"]: p.overrides_dict["data.scenario"]
-                    for p in load_sweep("quick")[2] if p.study == "matrix"}
+                    for p in load_sweep(params_dir() / "sweeps" / "quick.yaml")[2] if p.study == "matrix"}
 # settings of the matrix's deq arm on top of its quick profile (Anderson 10, IFT backward, unroll 10)
 MATRIX_SETTINGS = {
     "current": {},
@@ -114,7 +118,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--matrix", action="store_true", help="check a setting for the matrix's DEQ arm instead")
+    ap.add_argument("--matrix", action="store_true", help="check a setting for the matrix's DEQ arm instead "
+                    "(its own two settings, whole runs: --settings and --epochs do not apply)")
     ap.add_argument("--scenarios", nargs="+", default=list(MATRIX_SCENARIOS), choices=list(MATRIX_SCENARIOS))
     args = ap.parse_args()
     if max(args.seeds) >= 1000:
@@ -136,10 +141,11 @@ def main() -> None:
                   f"val_acc {r['val_acc']:.4f} (ERM {before['val_acc']:.4f}), val residual {r['residual']:.2e}, "
                   f"steps {r['nstep']:.1f}", flush=True)
     print("\nmean over seeds", args.seeds)
-    base = statistics.mean(r["val_acc"] for r in rows.get("current", [])) if "current" in rows else None
+    ref = "anderson12_ift"
+    base = statistics.mean(r["val_acc"] for r in rows[ref]) if ref in rows else None
     for name, rs in rows.items():
         acc = statistics.mean(r["val_acc"] for r in rs)
-        delta = f", {100 * (acc - base):+.1f} points vs current" if base is not None else ""
+        delta = f", {100 * (acc - base):+.1f} points vs {ref}" if base is not None else ""
         print(f"{name:18s}: {statistics.mean(r['ratio'] for r in rs):.1f}x ERM per epoch, val_acc {acc:.4f}{delta}, "
               f"val residual {statistics.mean(r['residual'] for r in rs):.2e}")
 

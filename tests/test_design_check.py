@@ -20,20 +20,27 @@ def _run(monkeypatch, *args):
         torch.set_num_threads(threads)
 
 
-def test_report_seeds_and_bad_arms_are_refused_before_anything_trains(monkeypatch):
+def test_report_seeds_bad_arms_and_unequal_baselines_are_refused_before_anything_trains(monkeypatch):
     with pytest.raises(SystemExit, match="design seeds only"):
         _run(monkeypatch, "matrix", "l2", "hparams.l2", "1e-4", "--seeds", "0", "1000")
     with pytest.raises(SystemExit, match="design_check: .*nosuch"):
         _run(monkeypatch, "matrix", "nosuch", "hparams.l2", "1e-4", "--profile", "smoke")
+    # an adversarial arm picks its epoch on validation PGD accuracy: plain ERM is not its equal footing
+    with pytest.raises(SystemExit, match="baseline 'erm' picks its epoch by val_acc, the arm by val_robust_acc"):
+        _run(monkeypatch, "matrix", "fgsm_at", "hparams.eps", "0.1", "--profile", "smoke")
 
 
 def test_each_value_and_the_baseline_get_a_validation_score(monkeypatch, capsys):
     _run(monkeypatch, "dro", "group_dro", "hparams.eta", "0.01", "0.5", "--profile", "smoke", "--seeds", "0",
          "--baseline", "erm")
     out = capsys.readouterr().out
-    summary = out.split("best first")[1]
-    # the spurious scenario's selection metric, for the two values and ERM, each a number in [0, 1]
-    assert "val_worst_group_acc" in summary
-    scores = [float(part.rsplit(" ", 1)[1]) for part in summary.split(": ", 1)[1].strip().split(", ")]
-    assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)
-    assert scores == sorted(scores, reverse=True)  # best first
+    lines, summary = out.split("best first")
+    # one line per candidate on seed 0, all on the spurious scenario's selection metric
+    per_run = {line.split(" seed 0 ")[1].rsplit(" val_worst_group_acc ", 1)[0].strip():
+               float(line.rsplit(" ", 1)[1]) for line in lines.strip().splitlines()[:3]}
+    assert set(per_run) == {"group_dro hparams.eta=0.01", "group_dro hparams.eta=0.5", "erm"}
+    assert all(0.0 <= v <= 1.0 for v in per_run.values())
+    # the summary (one seed: the mean is that run's score) ranks the same numbers
+    ranked = {part.rsplit(" ", 1)[0]: float(part.rsplit(" ", 1)[1])
+              for part in summary.split("val_worst_group_acc: ", 1)[1].strip().split(", ")}
+    assert ranked == pytest.approx(per_run, abs=5e-5)

@@ -95,9 +95,19 @@ def test_every_view_prints_the_claims_verdict_and_ci(report):
     assert len(head) >= 15 and set(head.verdict) <= {"supported", "contradicted", "inconclusive"}
     assert (head.n == 3).all()
     assert set(TRAINED) <= set(head.study)
-    for study in TRAINED:  # real records: a trained history and a selected epoch per run
-        runs = StudyResults(next(_configs(study)), report).runs
-        assert runs and all(len(r.history) >= 1 and r.metrics["fit"]["best_epoch"] >= 1 for r in runs)
+    for study in TRAINED:  # real records: every run trained, its history and its selected epoch on record
+        cfg = next(_configs(study))
+        runs = StudyResults(cfg, report).runs
+        assert len(runs) == len(cfg.runs())
+        for r in runs:
+            fit = r.metrics["fit"]
+            assert len(r.history) == fit["epochs_run"] <= r.config.train.epochs, (study, r.config.arm)
+            assert 1 <= fit["best_epoch"] <= fit["epochs_run"] and fit["train_seconds"] > 0, (study, r.config.arm)
+    # the adversarial claims rest on real attacks: PGD ran on every run, and on the attacked examples
+    # the worst case at the main ε is at most their clean accuracy (ε = 0)
+    for r in StudyResults(next(_configs("adversarial")), report).runs:
+        m = r.metrics["metrics"]
+        assert "pgd" in r.metrics["attacks"]["run"] and 0 <= m["robust_acc"] <= m["robust_acc@0"], r.config.arm
     key = ["study", "scenario_key", "claim"]
     # claims.csv: the synthesis' own claims table, the same rows (rounded to 4 places in the CSV)
     csv = pd.read_csv(report / "report" / "claims.csv")

@@ -102,7 +102,7 @@ def test_every_view_prints_the_claims_verdict_and_ci(report):
         for r in runs:
             fit = r.metrics["fit"]
             assert len(r.history) == fit["epochs_run"] <= r.config.train.epochs, (study, r.config.arm)
-            assert 1 <= fit["best_epoch"] <= fit["epochs_run"] and fit["train_seconds"] > 0, (study, r.config.arm)
+            assert 1 <= fit["best_epoch"] <= fit["epochs_run"], (study, r.config.arm)
     # the adversarial claims rest on real attacks: PGD ran on every run, and on the attacked examples
     # the worst case at the main ε is at most their clean accuracy (ε = 0)
     for r in StudyResults(next(_configs("adversarial")), report).runs:

@@ -4,10 +4,11 @@
 
 For each scenario (the study's own, or with ``--matrix-scenarios`` the five of the main job's matrix),
 each design seed and each value, the arm is trained (``fit`` only: no scorecard, no attacks) and the
-scenario's selection metric (``studylib.aggregate.selection_metric``) is read on validation at the
-epoch the run itself selected. Prints one line per run, then per scenario the mean over seeds of
-each value and of the study's ``erm`` arm (the equal-footing baseline), best first. Test numbers are
-never read. Seeds ≥ 1000 (report seeds) are refused.
+varied arm's selection metric in that scenario (``studylib.aggregate.selection_metric``) is read on
+validation at the epoch each run itself selected. Prints one line per run, then per scenario the
+mean over seeds of each value and of the baseline arm (``--baseline``, ``erm`` by default; it must
+pick its epoch by the arm's rule), best first. Test numbers are never read. Seeds ≥ 1000 (report
+seeds) are refused.
 """
 
 from __future__ import annotations

@@ -62,10 +62,12 @@ def run_seconds(outputs: Path, profile: str) -> dict[str, collections.Counter]:
             c["reused"] += 1
             continue
         m = metrics.get("metrics", {})
-        c["train"] += m.get("train_seconds", 0.0)
+        # runs that shared one fit (another selection rule) each record its whole cost: counted once
+        share = 1 + len(metrics.get("fit", {}).get("shared_fit_with", []))
+        c["train"] += m.get("train_seconds", 0.0) / share
         c["scorecard"] += m.get("eval_seconds", 0.0)
         if "val_seconds" in m:
-            c["validation"] += m["val_seconds"]
+            c["validation"] += m["val_seconds"] / share
             c["timed_validation"] += 1
         for name, s in metrics.get("attacks", {}).get("seconds", {}).items():
             c["attack:" + name.split(":", 1)[0]] += s

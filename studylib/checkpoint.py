@@ -22,7 +22,7 @@ import torch
 
 from .records import atomic_file
 
-FORMAT = 1
+FORMAT = 2  # 2: the selection state per member of a shared fit (train.fit's siblings)
 
 
 def rng_state(device: torch.device) -> dict:

@@ -8,6 +8,7 @@ read its results back from disk as pandas tables.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import traceback
 import warnings
@@ -17,14 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import kernels, paths
+from . import checkpoint as ckpt, kernels, paths
 from .config import RunConfig, StudyConfig
 from .data import Data, check_available, make_data
 from .evaluate import scorecard
 from .models import count_parameters, rebuild
 from .records import RunRecord, atomic_write_json, environment
 from .techniques import plugins
-from .train import fit, resolve_device
+from .train import fit, resolve_device, trajectory_key
 
 HEADLINE = ["clean_acc", "robust_acc", "corruption_acc", "balanced_acc", "worst_group_acc", "ece", "gen_gap"]
 
@@ -70,18 +71,20 @@ class Study:
         failures = []
         data_cache: dict[int, Data] = {}
         # A run in training elsewhere (another process, or another study wanting the same content)
-        # is put off while this study trains its other runs, then waited for and reused.
+        # is put off while this study trains its other runs, then waited for and reused. Runs that
+        # differ only in their selection rule (train.trajectory_key) and are free share one fit.
         pending = [(rc, RunRecord.for_config(rc, self.outputs)) for rc in runs]
         for wait in (False, True):
             put_off = []
-            for rc, rec in pending:
+            for i, (rc, rec) in enumerate(pending):
                 if rec.done:
                     continue
-                with rec.lock(wait=wait) as taken:
+                with rec.lock(wait=wait) as taken, contextlib.ExitStack() as held:
                     if not taken:
                         put_off.append((rc, rec))
                     elif not rec.done:
-                        self._run_or_reuse(rc, rec, data_cache, failures)
+                        group = [(rc, rec), *self._free_siblings(rc, pending[i + 1:], held)]
+                        self._run_or_reuse(group, data_cache, failures)
             pending = put_off
         if failures and raise_on_failure:
             raise RuntimeError("; ".join(failures))
@@ -93,29 +96,61 @@ class Study:
                           stacklevel=2)
         return results
 
-    def _run_or_reuse(self, rc: RunConfig, rec: RunRecord, data_cache: dict, failures: list) -> None:
+    def _free_siblings(self, rc: RunConfig, later: list, held: contextlib.ExitStack) -> list:
+        """The runs after ``rc`` that one fit with it serves (same seed and trajectory key), not
+        done, and whose lock this process takes at once (held until ``held`` closes)."""
+        key = trajectory_key(rc)
+        if key is None:
+            return []
+        out = []
+        for other, rec in later:
+            if other.seed == rc.seed and not rec.done and trajectory_key(other) == key:
+                if held.enter_context(rec.lock(wait=False)) and not rec.done:
+                    out.append((other, rec))
+        return out
+
+    def _run_or_reuse(self, group: list, data_cache: dict, failures: list) -> None:
         # the same computation, done for another study on this kind of device: copied, not retrained
-        twin = rec.twin(self.device.type, self.kernels)
-        if twin is not None:
-            try:
-                rec.copy_from(twin, rc.model_dump(mode="json"))
-                return
-            except Exception:  # the other record went away or is unreadable: train it here instead
-                pass
+        todo = []
+        for rc, rec in group:
+            twin = rec.twin(self.device.type, self.kernels)
+            if twin is not None:
+                try:
+                    rec.copy_from(twin, rc.model_dump(mode="json"))
+                    continue
+                except Exception:  # the other record went away or is unreadable: train it here instead
+                    pass
+            todo.append((rc, rec))
+        if not todo:
+            return
         try:
-            if rc.seed not in data_cache:
-                data_cache[rc.seed] = make_data(rc.data, rc.seed).to(self.device)
-            self._run_one(rc, rec, data_cache[rc.seed])
+            seed = todo[0][0].seed
+            if seed not in data_cache:
+                data_cache[seed] = make_data(todo[0][0].data, seed).to(self.device)
+            self._run_one(todo[0][0], todo[0][1], data_cache[seed], siblings=todo[1:])
         except Exception as e:  # recorded, then raised or reported
             reason = f"{type(e).__name__}: {e}"
-            rec.mark_failed(reason + "\n" + traceback.format_exc(limit=8))
-            failures.append(f"{rc.arm} seed {rc.seed}: {reason}")
+            for rc, rec in todo:
+                if not rec.done:
+                    rec.mark_failed(reason + "\n" + traceback.format_exc(limit=8))
+                    failures.append(f"{rc.arm} seed {rc.seed}: {reason}")
 
-    def _run_one(self, rc: RunConfig, rec: RunRecord, data: Data) -> None:
-        # where the technique came from: built-in, or a plugin's module, distribution and version
-        rec.start(rc.model_dump(mode="json"), {**environment(self.device), "seed": rc.seed,
-                                               "technique": plugins.origin(rc.technique)})
-        result = fit(rc, data, progress=self.progress, checkpoint=rec.checkpoint)
+    def _run_one(self, rc: RunConfig, rec: RunRecord, data: Data, siblings=()) -> None:
+        """Fit ``rc`` (with ``siblings``, (config, record) pairs of its trajectory key: one fit for
+        all) and record each run."""
+        members = [(rc, rec), *siblings]
+        for c, r in members:  # where the technique came from: built-in, or a plugin's module, distribution and version
+            r.start(c.model_dump(mode="json"), {**environment(self.device), "seed": c.seed,
+                                               "technique": plugins.origin(c.technique)})
+        result = fit(rc, data, progress=self.progress, checkpoint=rec.checkpoint,
+                     **({"siblings": [c for c, _ in siblings]} if siblings else {}))
+        rng = ckpt.rng_state(self.device)  # each run is scored from the RNG state its fit ended in
+        for i, ((c, r), res) in enumerate(zip(members, [result, *result.siblings])):
+            if i:
+                ckpt.set_rng_state(rng, self.device)
+            self._record(c, r, res, data, shared_with=[o.arm for o, _ in members if o is not c])
+
+    def _record(self, rc: RunConfig, rec: RunRecord, result, data: Data, shared_with: list[str]) -> None:
         card = scorecard(result.model, data, rc, result.technique)
         card["metrics"].update(result.technique.score(result.model, data))
         selected = result.history[result.best_epoch - 1]
@@ -124,6 +159,8 @@ class Study:
                        "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                        "stopped_early": result.stopped_early, "selection_rule": result.selection_rule,
                        "sampler": result.sampler, "trained_examples": result.trained_examples,
+                       # the runs of this study the same fit served (their costs are this one's, once)
+                       "shared_fit_with": shared_with,
                        # validation numbers of the selected epoch: what hyperparameter selection may use
                        "selected_val": {k: v for k, v in selected.items() if k.startswith("val_")}}
         card["metrics"].update({k: v for k, v in fit_summary.items() if isinstance(v, (int, float))},

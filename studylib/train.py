@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import attacks, checkpoint as ckpt, kernels
-from .config import RunConfig, TrainConfig
+from .config import RunConfig, TrainConfig, config_hash
 from .data import Data, augment, batches
 from .metrics import accuracy_metrics
 from .models import build_model
@@ -114,6 +114,7 @@ class FitResult:
     sampler: str = "uniform"
     trained_examples: int | None = None  # examples gradient steps were drawn from (None: the whole split)
     val_seconds: float = 0.0  # per-epoch validation, selection attacks and diagnostics (not training)
+    siblings: list["FitResult"] = field(default_factory=list)  # the same fit's other selection rules (fit(siblings=))
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -133,6 +134,24 @@ def selection_rule(cfg: RunConfig) -> str:
     extra = f" (PGD-{t.select_steps}, ε={select_eps(cfg):g})" if t.select == "val_robust_acc" else ""
     stop = f", early stop after {t.patience} epochs without improvement" if t.patience else ""
     return f"epoch of best {t.select}{extra} on the validation split{stop}"
+
+
+def trajectory_key(cfg: RunConfig) -> str | None:
+    """What a run's training depends on: its config less the names and the selection rule
+    (``train.select`` and the PGD of ``val_robust_acc``: validation is computed on the side, its
+    attacks on their own RNG). Runs of one seed with equal keys train the same weights epoch by epoch
+    and differ only in the epoch each keeps, so one fit serves them all (:func:`fit`'s ``siblings``).
+    None where the rule changes the training itself: early stopping (``train.patience``) ends it, and a
+    two-stage technique's first fit is a run of its own."""
+    if cfg.train.patience is not None or get_technique(cfg.technique).first_fit(cfg) is not None:
+        return None
+    neutral = cfg.train.model_copy(update={"select": "last", "select_steps": 1, "select_eps": None})
+    return config_hash(cfg.model_copy(update={"train": neutral}), names=False)
+
+
+def _validation_key(cfg: RunConfig) -> tuple:
+    """What, beyond the training, a run's per-epoch validation depends on."""
+    return cfg.train.select == "val_robust_acc", select_eps(cfg), cfg.train.select_steps
 
 
 def select_eps(cfg: RunConfig) -> float:
@@ -182,12 +201,22 @@ def _pgd_acc(model, split, cfg: RunConfig, size: int | None) -> float:
     return attacks.predict(model, x_adv).argmax(1).eq(y).float().mean().item()
 
 
-def fit(cfg: RunConfig, data: Data, progress: bool = True, checkpoint=None) -> FitResult:
+def fit(cfg: RunConfig, data: Data, progress: bool = True, checkpoint=None, siblings=()) -> FitResult:
     """Train ``cfg.technique`` on ``data`` (already on the run's device) and return the model
     selected by ``cfg.train.select`` with its per-epoch history. With ``checkpoint`` (a path), the
     run continues from the checkpoint there if one of this run is (:mod:`studylib.checkpoint`) and
     writes one at epoch ends, at most every ``train.checkpoint_every`` seconds; the caller removes
-    it once the run's record is done."""
+    it once the run's record is done.
+
+    ``siblings``: runs of the same seed and :func:`trajectory_key` (another selection rule for the
+    same training), selected in the same fit: ``result.siblings`` holds one result each, with its own
+    history (its own validation metrics), selected epoch and model, exactly as each would get alone.
+    Their costs are each the whole fit's, as they would be alone."""
+    members = [cfg, *siblings]
+    if siblings and (trajectory_key(cfg) is None or any(trajectory_key(c) != trajectory_key(cfg) or c.seed != cfg.seed
+                                                        for c in siblings)):
+        raise ValueError(f"{cfg.arm}: runs that train differently cannot share a fit: "
+                         f"{', '.join(c.arm for c in siblings)}")
     technique_cls = get_technique(cfg.technique)
     first_cfg = technique_cls.first_fit(cfg)  # a two-stage technique's first fit, on the same data
     first = fit(first_cfg, data, progress) if first_cfg is not None else None
@@ -222,19 +251,19 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True, checkpoint=None) -> F
     sched, per_batch = make_scheduler(opt, cfg.train, steps_per_epoch)
     order_gen = torch.Generator().manual_seed(cfg.seed)
 
-    history: list[dict] = []
-    best_score, best_epoch, best_state, since_best = -float("inf"), 0, None, 0
+    # per member: its history and selection state (best score, best epoch, its weights, epochs since)
+    sel = [{"history": [], "best_score": -float("inf"), "best_epoch": 0, "best_state": None, "since_best": 0}
+           for _ in members]
     stopped_early = False
     train_seconds = first.train_seconds if first is not None else 0.0  # the cost of both fits
     val_seconds = first.val_seconds if first is not None else 0.0
     steps = 0
     first = 1
-    resumed = ckpt.load(checkpoint, cfg.hash(), device)
+    fit_id = "+".join(c.hash() for c in members)  # a checkpoint resumes the same fit only
+    resumed = ckpt.load(checkpoint, fit_id, device)
     if resumed is not None:  # a killed run of this config: continue after its last checkpoint
         loop = ckpt.restore(resumed, model, opt, sched, technique, order_gen, device)
-        history, best_score, best_epoch, best_state = (loop[k] for k in ("history", "best_score", "best_epoch", "best_state"))
-        since_best, train_seconds, steps = loop["since_best"], loop["train_seconds"], loop["steps"]
-        val_seconds = loop.get("val_seconds", 0.0)
+        sel, train_seconds, steps, val_seconds = (loop[k] for k in ("members", "train_seconds", "steps", "val_seconds"))
         first = resumed["epoch"] + 1
     last_saved = time.perf_counter()
     bar = tqdm(range(first, cfg.train.epochs + 1), desc=f"{cfg.arm} seed {cfg.seed}", disable=not progress, leave=False)
@@ -273,34 +302,45 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True, checkpoint=None) -> F
         t1 = time.perf_counter()
         train_seconds += t1 - t0  # training cost excludes validation and checks
         extra = technique.epoch_end(model, epoch)
-        row = {"epoch": epoch, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"],
-               "seconds": train_seconds, **validate(model, data, cfg), **_fit_fractions(model, data.train), **extra}
+        common = {"epoch": epoch, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"], "seconds": train_seconds}
+        shared = {**_fit_fractions(model, data.train), **extra}
+        validated: dict[tuple, dict] = {}  # one validation per distinct rule (the robust one attacks)
+        for member, state in zip(members, sel):
+            key = _validation_key(member)
+            if key not in validated:
+                validated[key] = validate(model, data, member)
+            row = {**common, **validated[key], **shared}
+            state["history"].append(row)
+            score = epoch if member.train.select == "last" else row[member.train.select]
+            if score > state["best_score"]:
+                state.update(best_score=score, best_epoch=epoch, since_best=0,
+                             best_state=copy.deepcopy(model.state_dict()))
+            else:
+                state["since_best"] += 1
         val_seconds += time.perf_counter() - t1
-        history.append(row)
-        score = epoch if cfg.train.select == "last" else row[cfg.train.select]
-        if score > best_score:
-            best_score, best_epoch, since_best = score, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            since_best += 1
-        bar.set_postfix(val_acc=f"{row['val_acc']:.3f}", best=best_epoch)
-        if cfg.train.patience is not None and since_best >= cfg.train.patience:
+        bar.set_postfix(val_acc=f"{sel[0]['history'][-1]['val_acc']:.3f}", best=sel[0]["best_epoch"])
+        if cfg.train.patience is not None and sel[0]["since_best"] >= cfg.train.patience:
             stopped_early = True
             break
         if cfg.train.max_steps is not None and steps >= cfg.train.max_steps:
             break
         if (checkpoint is not None and epoch < cfg.train.epochs
                 and time.perf_counter() - last_saved >= cfg.train.checkpoint_every):
-            loop = {"history": history, "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state,
-                    "since_best": since_best, "train_seconds": train_seconds, "steps": steps,
-                    "val_seconds": val_seconds}
-            state = ckpt.capture(cfg.hash(), epoch, model, opt, sched, technique, order_gen, device, loop)
+            loop = {"members": sel, "train_seconds": train_seconds, "steps": steps, "val_seconds": val_seconds}
+            state = ckpt.capture(fit_id, epoch, model, opt, sched, technique, order_gen, device, loop)
             ckpt.save(checkpoint, state)
             last_saved = time.perf_counter()
-    model.load_state_dict(best_state)
-    model.eval()
-    return FitResult(model=model, history=history, best_epoch=best_epoch, epochs_run=len(history),
-                     train_seconds=train_seconds, selection_rule=selection_rule(cfg),
-                     stopped_early=stopped_early, technique=technique, diagnostics=technique.diagnostics(),
-                     sampler=sampler, trained_examples=None if train_index is None else n_steps_from,
-                     val_seconds=val_seconds)
+    diagnostics = technique.diagnostics()
+    results = []
+    for i, (member, state) in enumerate(zip(members, sel)):
+        selected = model if i == 0 else copy.deepcopy(model)
+        selected.load_state_dict(state["best_state"])
+        selected.eval()
+        results.append(FitResult(model=selected, history=state["history"], best_epoch=state["best_epoch"],
+                                 epochs_run=len(state["history"]), train_seconds=train_seconds,
+                                 selection_rule=selection_rule(member), stopped_early=stopped_early,
+                                 technique=technique, diagnostics=diagnostics, sampler=sampler,
+                                 trained_examples=None if train_index is None else n_steps_from,
+                                 val_seconds=val_seconds))
+    results[0].siblings = results[1:]
+    return results[0]

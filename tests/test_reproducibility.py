@@ -140,3 +140,40 @@ def test_finished_runs_made_with_other_kernels_are_named(outputs):
         rec.mark_done()
     assert StudyResults(cfg, outputs).other_kernels(here) == [
         f"dropout_50 seed {cfg.seeds[0]}: cpu_capability {other['cpu_capability']} (here {here['cpu_capability']})"]
+
+
+def _without_timing(obj):
+    """A record's numbers less its measured times and which runs its fit served."""
+    if isinstance(obj, dict):
+        return {k: _without_timing(v) for k, v in obj.items() if "seconds" not in k and k != "shared_fit_with"}
+    if isinstance(obj, list):
+        return [_without_timing(v) for v in obj]
+    return obj
+
+
+def test_runs_that_differ_only_in_selection_share_one_fit_and_get_the_records_each_gets_alone(tmp_path):
+    """The dropout net kept at its last epoch, at its best validation accuracy and at its best
+    validation PGD accuracy: one fit serves all three, and each record (history, selected epoch,
+    metrics, weights) is what that run gets when it trains alone."""
+    rules = {"last": "last", "best": "val_acc", "robust": "val_robust_acc"}
+    arms = {name: {"technique": "dropout", "hparams": {"rate": 0.5}, "train": {"select": rule}}
+            for name, rule in rules.items()}
+    drop = {a: None for a in load_study("dropout", "smoke").arms}
+
+    def study(names):
+        return load_study("dropout", "smoke", {"train": {"epochs": 4}, "eval": {"eps": [0.0, 0.1]},
+                                               "arms": {**drop, **{n: arms[n] for n in names}}})
+
+    shared = Study(study(rules), tmp_path / "shared", progress=False).run()
+    assert {r.config.arm: sorted(r.metrics["fit"]["shared_fit_with"]) for r in shared.runs} == {
+        "last": ["best", "robust"], "best": ["last", "robust"], "robust": ["best", "last"]}
+    assert len({r.metrics["fit"]["best_epoch"] for r in shared.runs}) > 1  # the rules keep different epochs
+    for name in rules:
+        alone = Study(study([name]), tmp_path / name, progress=False).run().run(name)
+        together = shared.run(name)
+        assert alone.config.hash() == together.config.hash()
+        assert alone.metrics["fit"]["shared_fit_with"] == []
+        assert _without_timing(alone.metrics) == _without_timing(together.metrics), name
+        assert _without_timing(alone.history) == _without_timing(together.history), name
+        wa, wb = alone.record.state_dict(), together.record.state_dict()
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), name

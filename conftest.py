@@ -39,13 +39,14 @@ torch.set_num_threads(_threads)
 # A study's test module and its notebook train the same smoke runs. On two workers at once, one of
 # them would wait on the other's run locks (a core idle for the length of the study); as one work
 # unit they run back to back and the second reuses the first's runs. Units go out longest first
-# (sequential seconds measured on 2026-12-02), so that the workers finish together.
+# (seconds measured on 2026-12-06), so that the workers finish together.
 _STUDIES = {p.stem for p in (Path(__file__).parent / "params").glob("*.yaml")}
 _SHARES_RUNS = {"tests/test_study_e2e.py": "adversarial"}  # reuses the adversarial study's smoke runs
-_LONGEST_FIRST = ["adversarial", "tests/test_sweep.py", "tests/test_one_verdict.py", "elr", "deq", "self_adaptive",
-                  "cw_erm", "tests/test_standard.py", "tests/test_cluster.py", "matrix", "regularization", "dropout",
-                  "noise_augmentation", "tests/test_records.py", "tests/test_attacks.py", "synergy", "tests/test_docs.py",
-                  "dro"]
+_LONGEST_FIRST = ["adversarial", "cw_erm", "tests/test_one_verdict.py", "tests/test_standard.py", "elr",
+                  "tests/test_reproducibility.py", "tests/test_sweep.py", "tests/test_cluster.py", "noise_augmentation",
+                  "deq", "dropout", "regularization", "matrix", "tests/test_reliability.py", "tests/test_records.py",
+                  "self_adaptive", "tests/test_audit.py", "tests/test_attacks.py", "tests/test_plugins.py", "synergy",
+                  "dro", "tests/test_docs.py"]
 
 
 def _unit(nodeid: str) -> str:

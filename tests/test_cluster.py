@@ -1,7 +1,9 @@
 """The cluster recipe of docs/sweeps-and-clusters.md, for real: a Dask scheduler and two workers started
 with Dask's own command-line tools as separate processes (on 127.0.0.1 only, ports chosen by the
-system), a small sweep sent to them with ``studylib sweep ... --scheduler``, and its records checked.
-Every process is torn down, whatever happens."""
+system), a small sweep sent to them with ``studylib sweep ... --scheduler``, and its records checked:
+one point finishes, the other's run diverges, and the failure is recorded with its reason while the
+sweep goes on. Every process is torn down, whatever happens. (The local process pool runs the same
+``run_point``: tests/test_sweep.py.)"""
 
 import json
 import os
@@ -15,19 +17,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from studylib import load_study
-
+from studylib import aggregate, load_study
 from studylib.records import iter_run_records, read_json
 
 BIN = Path(sys.executable).parent
 DASK = shutil.which("dask", path=str(BIN)) or shutil.which("dask")
 
-# the matrix study cut to its ERM arm, one epoch on 200 examples; two seeds are two points, one per worker
-SWEEP = {"profile": "smoke", "seeds": [0, 1],
+# the matrix study cut to its ERM arm, one epoch on 200 examples; two points, one per worker: as given,
+# and with a diverging learning rate (its run fails with a NaN loss)
+_ERM_ONLY = {arm: None for arm in load_study("matrix", "smoke").arms if arm != "erm"}
+SWEEP = {"profile": "smoke", "seeds": [0],
          "overrides": {"train": {"epochs": 1}, "data": {"n_train": 200},
                        "eval": {"attacks": ["fgsm"], "corruptions": ["blur"]}},
-         "jobs": [{"study": "matrix", "overrides": {"arms": {arm: None for arm in load_study("matrix", "smoke").arms
-                                                             if arm != "erm"}}}]}
+         "jobs": [{"study": "matrix", "overrides": {"arms": _ERM_ONLY}},
+                  {"study": "matrix", "overrides": {"arms": _ERM_ONLY, "train": {"lr": 1.0e12}}}]}
 
 
 def _start(cmd, log: Path, env=None) -> subprocess.Popen:
@@ -82,17 +85,24 @@ def test_a_sweep_on_a_scheduler_and_two_workers_started_from_the_command_line(tm
 
         done = subprocess.run([str(BIN / "studylib"), "sweep", str(sweep), "--scheduler", address,
                                "--outputs", str(out), "--quiet"], capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-        assert "sweep: 2 done, 0 failed" in done.stdout
+        assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]  # a point failed: said in the status
+        assert "sweep: 1 done, 1 failed" in done.stdout
 
         status = read_json(out / "sweeps" / "cluster_tiny" / "status.json")
-        assert status["points"] == 2 and {r["status"] for r in status["results"]} == {"done"}
+        assert status["points"] == 2 and sorted(r["status"] for r in status["results"]) == ["done", "failed"]
+        failed = next(r for r in status["results"] if r["status"] == "failed")
+        assert "notebook cell" in failed["reason"]
         runs = [r for r in iter_run_records(out, "matrix") if r.done]
-        assert sorted((r.config()["arm"], r.config()["seed"]) for r in runs) == [("erm", 0), ("erm", 1)]
-        for r in runs:
-            acc = r.metrics()["metrics"]["clean_acc"]
-            assert 0.0 <= acc <= 1.0 and (r.dir / "model.pt").exists(), acc
-        assert len([d for d in (out / "studies" / "matrix").iterdir() if (d / "done").exists()]) == 2
+        assert [(r.config()["arm"], r.config()["train"]["lr"] < 1) for r in runs] == [("erm", True)]
+        acc = runs[0].metrics()["metrics"]["clean_acc"]
+        assert 0.0 <= acc <= 1.0 and (runs[0].dir / "model.pt").exists(), acc
+        assert len([d for d in (out / "studies" / "matrix").iterdir() if (d / "done").exists()]) == 1
+        # the failure is on record with its reason, beside the finished results (the report lists it)
+        failures = aggregate.load_failures(out)
+        assert (failures.what == "sweep point").sum() == 1
+        diverged = failures[failures.what == "run"]
+        assert len(diverged) == 1 and diverged.reason.str.contains("TrainingDiverged").all()
+        assert len(aggregate.load_runs(out)) == 1
     finally:
         for proc in reversed(procs):  # the workers first, then the scheduler
             _stop(proc)

@@ -72,6 +72,10 @@ def report(tmp_path_factory):
                 Study(cfg, outputs, progress=False).run()
             else:
                 _write(outputs, cfg, rng)
+    # a run that diverged (a sweep point with a learning rate too large): the report lists it
+    failed = RunRecord.for_config(load_study("dropout", "smoke", {"seeds": [1000], "train.lr": 1.0e12}).runs()[0], outputs)
+    failed.start({}, {"seed": 1000})
+    failed.mark_failed("TrainingDiverged: erm seed 1000: training loss is nan at epoch 1")
     build_report(outputs, progress=False, profile="smoke")
     return outputs
 
@@ -140,6 +144,23 @@ def test_every_view_prints_the_claims_verdict_and_ci(report):
                                                                validate="one_to_one")
     assert len(cells) == len(mine)
     assert np.allclose(cells.ci_low, cells.ci_low_claim, atol=5e-5) and np.allclose(cells["diff"], cells.diff_claim, atol=5e-5)
+
+
+def test_the_report_is_static_has_every_section_and_lists_the_failed_run(report):
+    text = (report / "report" / "synthesis.html").read_text()
+    assert "Summary: the answers first" in text
+    body = text[text.index("<body"):]
+    # a static report: no code prompts, no widget cells (they need a kernel), every section there
+    assert "In&nbsp;[" not in body and ">Out[" not in body and "Explore (live notebook only)" not in body
+    for section in ("How each claim was made", "Adversarial training vs regularization",
+                    "The technique × scenario matrix: robust training under shift", "Every study's cells",
+                    "Published anchors"):
+        assert section in body, section
+    for name in ("claims.csv", "summary.md", "matrix.svg", "matrix.png", "matrix_clean_acc.png",
+                 "adversarial_vs_regularization.csv", "versus_erm.csv"):
+        assert (report / "report" / name).exists(), name
+    listed = (report / "report" / "failures.csv").read_text()
+    assert "TrainingDiverged" in listed and "dropout" in listed
 
 
 def test_the_report_prints_no_python_reprs_and_claims_as_a_table(report):

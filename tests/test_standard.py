@@ -37,6 +37,7 @@ def with_root(data_root, monkeypatch):
 # every full profile, a few steps: a narrow model (the architecture of the profile, fewer channels),
 # one optimizer step, the cheapest evaluation, DEQ solver and probe budgets cut
 TINY = {"seeds": [0], "train.max_steps": 1, "train.epochs": 1, "train.batch_size": 16, "train.track_size": 8,
+        "train.select_steps": 1,
         "model.base_width": 8, "model.channels": [8, 8], "model.width": 16,
         "eval.attacks": ["fgsm", "pgd"], "eval.pgd_steps": 2, "eval.pgd_restarts": 1, "eval.max_examples": 8,
         "eval.corruptions": ["gaussian_noise", "rotation"], "eval.severities": [1]}
@@ -46,7 +47,10 @@ def _tiny(study: str) -> dict:
     cfg = load_study(study, "full", TINY)
     deq = {f"arms.{a}.hparams.{k}": v for a, arm in cfg.arms.items() if arm.technique == "deq"
            for k, v in (("probe_examples", 8), ("max_iter", 4), ("unroll_steps", 4))}
-    return {**TINY, **deq}
+    # the adversarial arms' training attacks and fast AT's overfitting check: 2 steps on a few images
+    steps = {f"arms.{a}.hparams.{k}": v for a in cfg.arms for k, v in (("steps", 2), ("co_check_steps", 2), ("co_check_size", 8))
+             if k in cfg.run_config(a, 0).hparams}
+    return {**TINY, **deq, **steps}
 
 
 @pytest.mark.parametrize("study", config.study_names())

@@ -1,4 +1,5 @@
-"""Sweeps: validated first, resumable after a kill, failures recorded, Dask LocalCluster."""
+"""Sweeps: validated first, resumable after a kill. (On a Dask cluster, with a failing point:
+tests/test_cluster.py; the report of a sweep: tests/test_one_verdict.py.)"""
 
 import os
 import signal
@@ -6,14 +7,12 @@ import subprocess
 import sys
 import time
 
-import pandas as pd
 import pytest
 import yaml
 
-from studylib import aggregate, load_study
-from studylib.execute import build_report
+from studylib import load_study
 from studylib.config import ConfigError
-from studylib.records import iter_run_records, read_json
+from studylib.records import iter_run_records
 from studylib.sweep import expand, load_sweep, run_sweep
 
 # the matrix study cut to fast AT and its equal-footing ERM twin, one epoch on 200 examples: seconds per point
@@ -82,46 +81,3 @@ def test_resume_after_a_kill_redoes_only_the_unfinished(tmp_path):
     third = run_sweep(path, out, workers=1, progress=False)  # in this process: no kernel should start
     assert [(s["status"], s["executed"]) for s in third] == [("done", False)]
     assert _done_times(out) == after  # a finished sweep recomputes nothing
-
-
-def test_on_a_dask_cluster_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
-    """On a Dask LocalCluster (two single-threaded workers), a diverging learning rate makes one
-    point's runs fail (NaN loss); the other point finishes, and the failure is listed with its
-    reason in the report. (The local process pool runs the same ``run_point``: the resume test.)"""
-    distributed = pytest.importorskip("distributed")
-    path = write_sweep(tmp_path, jobs=[{"study": "matrix"},
-                                       {"study": "matrix", "overrides": {"train": {"lr": 1.0e12}}}])
-    out = tmp_path / "out"
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as cluster:
-        assert cluster.scheduler_address.startswith("tcp://127.0.0.1")
-        statuses = run_sweep(path, out, scheduler=cluster.scheduler_address, progress=False)
-    by = {s["status"] for s in statuses}
-    assert by == {"done", "failed"}
-    failed = [s for s in statuses if s["status"] == "failed"][0]
-    assert "notebook cell" in failed["reason"]
-    failures = aggregate.load_failures(out)
-    runs = failures[failures.what == "run"]
-    assert len(runs) == 2 and runs.reason.str.contains("TrainingDiverged").all()
-    assert (failures.what == "sweep point").sum() == 1
-    assert read_json(out / "sweeps" / "tiny" / "status.json")["points"] == 2
-    assert len(aggregate.load_runs(out)) == 2  # the finished point's runs are all there
-    # the report lists the failure beside the finished results
-    html = build_report(out, progress=False)
-    text = html.read_text()
-    assert "Summary: the answers first" in text and "NO REPORT SEEDS" in text  # design seeds: said, not hidden
-    assert (out / "report" / "claims.csv").exists() and (out / "report" / "summary.md").exists()
-    body = text[text.index("<body"):]
-    # a static report: no code prompts, no widget cells (they need a kernel), every section there
-    assert "In&nbsp;[" not in body and ">Out[" not in body and "Explore (live notebook only)" not in body
-    for section in ("How each claim was made", "Adversarial training vs regularization",
-                    "The technique × scenario matrix: robust training under shift", "Every study's cells",
-                    "Published anchors"):
-        assert section in body, section
-    assert (out / "report" / "matrix.svg").exists() and (out / "report" / "adversarial_vs_regularization.csv").exists()
-    # the matrix study's difference heatmaps: fast AT against the ERM of the same scenario
-    vs = pd.read_csv(out / "report" / "matrix_vs_erm.csv")
-    assert set(vs.technique) == {"fgsm_at"} and (out / "report" / "matrix_clean_acc.png").exists()
-    listed = (out / "report" / "failures.csv").read_text()
-    assert "TrainingDiverged" in listed and listed.count("matrix") >= 3
-    assert (out / "report" / "matrix.png").exists() and (out / "report" / "versus_erm.csv").exists()

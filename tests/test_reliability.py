@@ -181,7 +181,8 @@ def test_a_kill_during_save_leaves_the_old_record_intact(tmp_path, where):
 
 RESUME = {"train.epochs": 4, "train.checkpoint_every": 0, "train.select": "val_acc", "eval.attacks": ["fgsm"],
           "eval.eps": [0.0, 0.1], "eval.corruptions": ["blur"],
-          "arms": {"elr": {"technique": "elr"}, "sat": {"technique": "sat", "hparams": {"es_fraction": 0.25}}}}
+          "arms": {"elr": {"technique": "elr"}, "sat": {"technique": "sat", "hparams": {"es_fraction": 0.25}},
+                   "erm_last": {"technique": "erm", "train": {"select": "last"}}}}
 
 _RUN_CHILD = """
 import json, sys, time
@@ -190,9 +191,10 @@ import studylib.train as T
 from studylib import Study, load_study
 from studylib.data import make_data
 from studylib.records import RunRecord
-outputs, arm, ready = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+outputs, arms, ready = Path(sys.argv[1]), sys.argv[2].split("+"), Path(sys.argv[3])
 cfg = load_study("dro", "smoke", json.loads(sys.argv[4]))
-rc = cfg.run_config(arm, 0)
+rcs = [cfg.run_config(arm, 0) for arm in arms]  # "a+b": b's run shares a's fit
+members = [(rc, RunRecord.for_config(rc, outputs)) for rc in rcs]
 real_validate, epochs = T.validate, []
 
 def validate(*a, **k):  # epoch 3 has trained, its validation waits to be killed
@@ -203,15 +205,15 @@ def validate(*a, **k):  # epoch 3 has trained, its validation waits to be killed
     return real_validate(*a, **k)
 
 T.validate = validate
-Study(cfg, outputs, progress=False)._run_one(rc, RunRecord.for_config(rc, outputs), make_data(rc.data, rc.seed))
+Study(cfg, outputs, progress=False)._run_one(*members[0], make_data(rcs[0].data, 0), siblings=members[1:])
 """
 
 
 def _run(cfg, arm, outputs):
-    rc = cfg.run_config(arm, 0)
-    rec = RunRecord.for_config(rc, outputs)
-    Study(cfg, outputs, progress=False)._run_one(rc, rec, make_data(rc.data, rc.seed))
-    return rec
+    """The records of ``arm`` ("a+b": b's run shares a's fit), trained here."""
+    members = [(rc, RunRecord.for_config(rc, outputs)) for rc in (cfg.run_config(a, 0) for a in arm.split("+"))]
+    Study(cfg, outputs, progress=False)._run_one(*members[0], make_data(members[0][0].data, 0), siblings=members[1:])
+    return [rec for _, rec in members]
 
 
 def _no_clock(obj):
@@ -223,12 +225,13 @@ def _no_clock(obj):
     return obj
 
 
-@pytest.mark.parametrize("arm", ["erm", "elr", "sat", "group_dro"])
+@pytest.mark.parametrize("arm", ["erm", "elr", "sat", "group_dro", "erm+erm_last"])
 def test_a_killed_run_resumes_to_the_same_result(tmp_path, arm, monkeypatch):
     """A child process training a run is SIGKILLed in epoch 3 (after the checkpoints of epochs 1 and
     2); the rerun trains epochs 3 and 4 only, and its history and metrics equal an uninterrupted
     run's bit for bit (CPU), for techniques with state across epochs (ELR's targets, SAT's soft
-    labels, Group DRO's q) and without."""
+    labels, Group DRO's q) and without, and for a fit shared by two selection rules (each run's
+    selection state is in the checkpoint)."""
     import json
     import subprocess
     import sys
@@ -241,18 +244,21 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, arm, monkeypatch):
     child = subprocess.Popen([sys.executable, "-c", _RUN_CHILD, str(killed), arm, str(ready), json.dumps(RESUME)],
                              env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     _kill_when_ready(child, ready, 300, "epoch 3")
-    rec = RunRecord.for_config(cfg.run_config(arm, 0), killed)
-    assert (rec.dir / "checkpoint.pt").is_file() and not rec.done
+    recs = [RunRecord.for_config(cfg.run_config(a, 0), killed) for a in arm.split("+")]
+    assert (recs[0].dir / "checkpoint.pt").is_file() and not any(r.done for r in recs)
 
     validated = []
     real_validate = T.validate
     monkeypatch.setattr(T, "validate", lambda *a, **k: validated.append(1) or real_validate(*a, **k))
     resumed = _run(cfg, arm, killed)
     assert len(validated) == 2, "the rerun did not continue from epoch 3"
-    assert resumed.done and not (resumed.dir / "checkpoint.pt").exists()
     whole = _run(cfg, arm, tmp_path / "whole")
-    assert [row["epoch"] for row in resumed.history()] == [1, 2, 3, 4]
-    assert _no_clock(resumed.history()) == _no_clock(whole.history())
-    assert _no_clock(resumed.metrics()) == _no_clock(whole.metrics())
-    a, b = resumed.state_dict(), whole.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for r, w in zip(resumed, whole):
+        assert r.done and not (r.dir / "checkpoint.pt").exists()
+        assert [row["epoch"] for row in r.history()] == [1, 2, 3, 4]
+        assert _no_clock(r.history()) == _no_clock(w.history())
+        assert _no_clock(r.metrics()) == _no_clock(w.metrics())
+        a, b = r.state_dict(), w.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    if len(resumed) > 1:  # one fit served both runs, and each record says so
+        assert [r.metrics()["fit"]["shared_fit_with"] for r in resumed] == [["erm_last"], ["erm"]]

@@ -305,6 +305,7 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True, checkpoint=None, sibl
         common = {"epoch": epoch, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"], "seconds": train_seconds}
         shared = {**_fit_fractions(model, data.train), **extra}
         validated: dict[tuple, dict] = {}  # one validation per distinct rule (the robust one attacks)
+        snapshot = None  # this epoch's weights, copied once for every rule that keeps them
         for member, state in zip(members, sel):
             key = _validation_key(member)
             if key not in validated:
@@ -313,8 +314,8 @@ def fit(cfg: RunConfig, data: Data, progress: bool = True, checkpoint=None, sibl
             state["history"].append(row)
             score = epoch if member.train.select == "last" else row[member.train.select]
             if score > state["best_score"]:
-                state.update(best_score=score, best_epoch=epoch, since_best=0,
-                             best_state=copy.deepcopy(model.state_dict()))
+                snapshot = snapshot if snapshot is not None else copy.deepcopy(model.state_dict())
+                state.update(best_score=score, best_epoch=epoch, since_best=0, best_state=snapshot)
             else:
                 state["since_best"] += 1
         val_seconds += time.perf_counter() - t1

@@ -115,6 +115,14 @@ def trades_adversary(model, x, eps: float, *, steps: int = 10, step: float | Non
         return x_adv.detach()
 
 
+def fork_rng(device: torch.device):
+    """``torch.random.fork_rng`` for the CPU generator and ``device``'s: what a check seeded inside it
+    draws leaves the training's RNG streams as they were (``torch.manual_seed`` reseeds CUDA's and
+    MPS's generators too, and augmentation and dropout draw from them there)."""
+    accel = device.type in ("cuda", "mps")
+    return torch.random.fork_rng(devices=[device] if accel else [], device_type=device.type if accel else None)
+
+
 @torch.no_grad()
 def predict(model, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Logits of ``model`` on ``x`` in eval mode, batched."""

@@ -69,6 +69,7 @@ class Study:
                                                     "record": str(RunRecord.for_config(r, self.outputs).dir)}
                                                    for r in runs])
         failures = []
+        self._tried: set[Path] = set()  # runs this call trained or tried: one that failed is not retried in it
         data_cache: dict[int, Data] = {}
         # A run in training elsewhere (another process, or another study wanting the same content)
         # is put off while this study trains its other runs, then waited for and reused. Runs that
@@ -77,7 +78,7 @@ class Study:
         for wait in (False, True):
             put_off = []
             for i, (rc, rec) in enumerate(pending):
-                if rec.done:
+                if rec.done or rec.dir in self._tried:
                     continue
                 with rec.lock(wait=wait) as taken, contextlib.ExitStack() as held:
                     if not taken:
@@ -104,12 +105,13 @@ class Study:
             return []
         out = []
         for other, rec in later:
-            if other.seed == rc.seed and not rec.done and trajectory_key(other) == key:
+            if other.seed == rc.seed and not rec.done and rec.dir not in self._tried and trajectory_key(other) == key:
                 if held.enter_context(rec.lock(wait=False)) and not rec.done:
                     out.append((other, rec))
         return out
 
     def _run_or_reuse(self, group: list, data_cache: dict, failures: list) -> None:
+        self._tried.update(rec.dir for _, rec in group)
         # the same computation, done for another study on this kind of device: copied, not retrained
         todo = []
         for rc, rec in group:
@@ -127,17 +129,16 @@ class Study:
             seed = todo[0][0].seed
             if seed not in data_cache:
                 data_cache[seed] = make_data(todo[0][0].data, seed).to(self.device)
-            self._run_one(todo[0][0], todo[0][1], data_cache[seed], siblings=todo[1:])
-        except Exception as e:  # recorded, then raised or reported
-            reason = f"{type(e).__name__}: {e}"
+            self._run_one(todo[0][0], todo[0][1], data_cache[seed], siblings=todo[1:], failures=failures)
+        except Exception as e:  # the data or the fit: every run of the group, recorded, then raised or reported
             for rc, rec in todo:
                 if not rec.done:
-                    rec.mark_failed(reason + "\n" + traceback.format_exc(limit=8))
-                    failures.append(f"{rc.arm} seed {rc.seed}: {reason}")
+                    _failed(rc, rec, e, failures)
 
-    def _run_one(self, rc: RunConfig, rec: RunRecord, data: Data, siblings=()) -> None:
+    def _run_one(self, rc: RunConfig, rec: RunRecord, data: Data, siblings=(), failures: list | None = None) -> None:
         """Fit ``rc`` (with ``siblings``, (config, record) pairs of its trajectory key: one fit for
-        all) and record each run."""
+        all) and record each run. A run whose scoring or record fails is marked failed and listed in
+        ``failures`` while the others are recorded (raised at once when ``failures`` is None)."""
         members = [(rc, rec), *siblings]
         for c, r in members:  # where the technique came from: built-in, or a plugin's module, distribution and version
             r.start(c.model_dump(mode="json"), {**environment(self.device), "seed": c.seed,
@@ -145,10 +146,15 @@ class Study:
         result = fit(rc, data, progress=self.progress, checkpoint=rec.checkpoint,
                      **({"siblings": [c for c, _ in siblings]} if siblings else {}))
         rng = ckpt.rng_state(self.device)  # each run is scored from the RNG state its fit ended in
-        for i, ((c, r), res) in enumerate(zip(members, [result, *result.siblings])):
-            if i:
-                ckpt.set_rng_state(rng, self.device)
-            self._record(c, r, res, data, shared_with=[o.arm for o, _ in members if o is not c])
+        # the first run last: the fit's checkpoint is in its record, removed when that one is done
+        for (c, r), res in reversed(list(zip(members, [result, *result.siblings]))):
+            ckpt.set_rng_state(rng, self.device)
+            try:
+                self._record(c, r, res, data, shared_with=[o.arm for o, _ in members if o is not c])
+            except Exception as e:
+                if failures is None:
+                    raise
+                _failed(c, r, e, failures)
 
     def _record(self, rc: RunConfig, rec: RunRecord, result, data: Data, shared_with: list[str]) -> None:
         card = scorecard(result.model, data, rc, result.technique)
@@ -169,6 +175,13 @@ class Study:
                    "scenario": data.description, "scenario_info": data.info}
         rec.save(metrics, result.history, result.model.state_dict())
         rec.mark_done()
+
+
+def _failed(rc: RunConfig, rec: RunRecord, error: Exception, failures: list) -> None:
+    """Record ``rc`` as failed with ``error`` (called while it is handled) and list it."""
+    reason = f"{type(error).__name__}: {error}"
+    rec.mark_failed(reason + "\n" + traceback.format_exc(limit=8))
+    failures.append(f"{rc.arm} seed {rc.seed}: {reason}")
 
 
 class StudyResults:

@@ -150,8 +150,10 @@ def trajectory_key(cfg: RunConfig) -> str | None:
 
 
 def _validation_key(cfg: RunConfig) -> tuple:
-    """What, beyond the training, a run's per-epoch validation depends on."""
-    return cfg.train.select == "val_robust_acc", select_eps(cfg), cfg.train.select_steps
+    """What, beyond the training, a run's per-epoch validation depends on: the robust selection's
+    attack (and ``track_robust``'s, the same for every member of a fit)."""
+    robust = cfg.train.select == "val_robust_acc"
+    return (robust, select_eps(cfg), cfg.train.select_steps) if robust or cfg.train.track_robust else (False,)
 
 
 def select_eps(cfg: RunConfig) -> float:
@@ -195,7 +197,7 @@ def _pgd_acc(model, split, cfg: RunConfig, size: int | None) -> float:
     """PGD accuracy at the selection ε on the first ``size`` examples of ``split`` (a fixed
     subset: the splits are already shuffled), with its own RNG so training is not perturbed."""
     x, y = (split.x, split.y) if size is None else (split.x[:size], split.y[:size])
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+    with attacks.fork_rng(x.device):
         torch.manual_seed(0)
         x_adv = attacks.batched_attack(attacks.pgd, model, x, y, select_eps(cfg), steps=cfg.train.select_steps)
     return attacks.predict(model, x_adv).argmax(1).eq(y).float().mean().item()

@@ -127,6 +127,46 @@ def test_a_failing_run_is_recorded_and_the_others_finish(outputs, monkeypatch):
     assert results.failed[0][0].arm == "trades" and "loss is nan" in results.failed[0][1]
 
 
+# ERM kept at its best validation accuracy and at its last epoch: two runs, one shared fit
+SHARED = {"arms": {"fgsm_at": None, "pgd_at": None, "trades": None, "trades_sat": None,
+                   "erm_last": {"technique": "erm", "train": {"select": "last"}}}}
+
+
+def test_a_shared_fit_that_fails_fails_each_of_its_runs_once(outputs, monkeypatch):
+    calls = []
+
+    def diverging(rc, data, progress=True, **kw):
+        calls.append((rc.arm, [s.arm for s in kw.get("siblings", [])]))
+        raise FloatingPointError("loss is nan")
+
+    monkeypatch.setattr(study_mod, "fit", diverging)
+    cfg = tiny(**SHARED)
+    with pytest.raises(RuntimeError) as raised:
+        Study(cfg, outputs, progress=False).run()
+    assert calls == [("erm", ["erm_last"])]  # one fit for both, not retried for the sibling
+    assert str(raised.value).split("; ") == ["erm seed 0: FloatingPointError: loss is nan",
+                                              "erm_last seed 0: FloatingPointError: loss is nan"]
+    assert sorted(rc.arm for rc, _ in study_mod.StudyResults(cfg, outputs).failed) == ["erm", "erm_last"]
+
+
+def test_a_run_whose_record_fails_leaves_its_shared_fit_siblings_recorded(outputs, monkeypatch):
+    real_record = Study._record
+
+    def record(self, rc, rec, result, data, shared_with):
+        if rc.arm == "erm_last":
+            raise OSError("disk full")
+        return real_record(self, rc, rec, result, data, shared_with)
+
+    monkeypatch.setattr(Study, "_record", record)
+    cfg = tiny(**SHARED)
+    with pytest.raises(RuntimeError, match="^erm_last seed 0: OSError: disk full$"):
+        Study(cfg, outputs, progress=False).run()
+    results = study_mod.StudyResults(cfg, outputs)
+    assert [r.config.arm for r in results.runs] == ["erm"] and results.failed[0][0].arm == "erm_last"
+    assert results.run("erm").metrics["fit"]["shared_fit_with"] == ["erm_last"]
+    assert not results.run("erm").record.checkpoint.exists()
+
+
 def test_weights_load_back_and_broken_files_are_named(outputs):
     cfg = tiny()
     results = Study(cfg, outputs, progress=False).run()

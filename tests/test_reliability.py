@@ -262,3 +262,5 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, arm, monkeypatch):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     if len(resumed) > 1:  # one fit served both runs, and each record says so
         assert [r.metrics()["fit"]["shared_fit_with"] for r in resumed] == [["erm_last"], ["erm"]]
+        # erm's kept epoch was chosen before the kill: its selection state came back from the checkpoint
+        assert resumed[0].metrics()["fit"]["best_epoch"] <= 2 and resumed[1].metrics()["fit"]["best_epoch"] == 4

@@ -42,6 +42,13 @@ or class; see :func:`studylib.data.batches`).
 
 Hyperparameters are declared as :class:`Param` — a default *and* a search range side by side, as in
 DomainBed — and validated by a pydantic model built from them (unknown names are refused).
+
+Runs that differ only in their selection rule share one fit (:func:`studylib.train.trajectory_key`):
+one technique object trains for all of them (its ``diagnostics`` are theirs alike), and its
+``score`` and ``eval_attacks`` are called for each selected model in turn. So the training hooks must not read
+``train.select`` (or its PGD settings) from ``ctx.config``, and ``score`` and ``eval_attacks`` must
+not carry state from one call to the next. Random draws outside the training steps go through a
+forked, seeded RNG (:func:`studylib.attacks.fork_rng`), as the built-in checks do.
 """
 
 from __future__ import annotations

@@ -86,7 +86,10 @@ class DEQ(Technique):
             model.jacobian_loss = self.hp.jac_weight > 0
             loss = F.cross_entropy(model(batch.x.float()), batch.y)
             if self.hp.jac_weight > 0:
-                loss = loss + self.hp.jac_weight * model.last_jac_loss
+                # taken off the model once read: the graph is freed with the step, and the model holds
+                # no non-leaf tensor (a copy of it, train.fit's for a shared fit, could not be made)
+                jac, model.last_jac_loss = model.last_jac_loss, None
+                loss = loss + self.hp.jac_weight * jac
         return loss
 
     def epoch_end(self, model, epoch):

@@ -9,6 +9,7 @@ from .base import Param, Technique, register
 # imported on first use: the technique registry (config validation, `studylib list`) needs no torch
 torch = lazy_import("torch")
 F = lazy_import("torch.nn.functional")
+attacks = lazy_import("studylib.attacks")
 
 
 def mc_dropout_probs(model: torch.nn.Module, x: torch.Tensor, samples: int, seed: int = 0,
@@ -19,12 +20,11 @@ def mc_dropout_probs(model: torch.nn.Module, x: torch.Tensor, samples: int, seed
     and the result is reproducible. Shape ``(N, C)``."""
     dropouts = [m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
     modes = {m: m.training for m in model.modules()}
-    devices = [x.device] if x.device.type == "cuda" else []
     try:
         model.eval()
         for m in dropouts:
             m.train()
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        with torch.no_grad(), attacks.fork_rng(x.device):
             torch.manual_seed(seed)
             total = None
             for _ in range(samples):

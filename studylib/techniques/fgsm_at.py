@@ -53,7 +53,7 @@ class FGSMAT(Technique):
             return {}
         x, y = self.ctx.train.x[: hp.co_check_size], self.ctx.train.y[: hp.co_check_size]
         # the check must not shift the training RNG stream
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        with attacks.fork_rng(x.device):
             torch.manual_seed(epoch)
             x_fgsm = attacks.fgsm(model, x, y, hp.eps, step=hp.step_ratio * hp.eps, random_start=True)
             x_pgd = attacks.pgd(model, x, y, hp.eps, steps=hp.co_check_steps)

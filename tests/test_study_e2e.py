@@ -91,10 +91,11 @@ def test_a_failing_notebook_keeps_finished_runs_and_its_executed_copy(tmp_path):
     says so in one line; the runs stay done, the executed copy is kept, the study is not done."""
     proc = _cli("--profile", "smoke", "--outputs", str(tmp_path), "-p", "train.epochs", "1",
                 "-p", "data.n_train", "200", "-p", "arms.pgd_at.hparams.steps", "2", "-p", "arms.trades.hparams.steps", "2",
-                "-p", "arms.trades_sat.hparams.steps", "2")
+                "-p", "arms.trades_sat.hparams.steps", "2", "-p", "train.select_steps", "2",
+                "-p", "eval.max_examples", "50")
     assert proc.returncode == 1
     err = [line for line in proc.stderr.splitlines() if line.startswith("studylib: error:")]
-    assert len(err) == 1 and "the notebook failed in cell" in err[0]
+    assert len(err) == 1 and "the notebook failed in cell" in err[0] and "AssertionError" in err[0]
     record = next((tmp_path / "studies" / "adversarial").iterdir())
     assert (record / "notebook.ipynb").exists() and not (record / "done").exists()
     assert len(list((tmp_path / "runs" / "adversarial").glob("*/done"))) == 5

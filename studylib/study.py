@@ -75,6 +75,7 @@ class Study:
         # is put off while this study trains its other runs, then waited for and reused. Runs that
         # differ only in their selection rule (train.trajectory_key) and are free share one fit.
         pending = [(rc, RunRecord.for_config(rc, self.outputs)) for rc in runs]
+        self._keys = {rec.dir: trajectory_key(rc) for rc, rec in pending}
         for wait in (False, True):
             put_off = []
             for i, (rc, rec) in enumerate(pending):
@@ -84,7 +85,7 @@ class Study:
                     if not taken:
                         put_off.append((rc, rec))
                     elif not rec.done:
-                        group = [(rc, rec), *self._free_siblings(rc, pending[i + 1:], held)]
+                        group = [(rc, rec), *self._free_siblings(rc, rec, pending[i + 1:], held)]
                         self._run_or_reuse(group, data_cache, failures)
             pending = put_off
         if failures and raise_on_failure:
@@ -97,17 +98,18 @@ class Study:
                           stacklevel=2)
         return results
 
-    def _free_siblings(self, rc: RunConfig, later: list, held: contextlib.ExitStack) -> list:
+    def _free_siblings(self, rc: RunConfig, rec: RunRecord, later: list, held: contextlib.ExitStack) -> list:
         """The runs after ``rc`` that one fit with it serves (same seed and trajectory key), not
         done, and whose lock this process takes at once (held until ``held`` closes)."""
-        key = trajectory_key(rc)
+        key = self._keys[rec.dir]
         if key is None:
             return []
         out = []
-        for other, rec in later:
-            if other.seed == rc.seed and not rec.done and rec.dir not in self._tried and trajectory_key(other) == key:
-                if held.enter_context(rec.lock(wait=False)) and not rec.done:
-                    out.append((other, rec))
+        for other, other_rec in later:
+            if (other.seed == rc.seed and not other_rec.done and other_rec.dir not in self._tried
+                    and self._keys[other_rec.dir] == key):
+                if held.enter_context(other_rec.lock(wait=False)) and not other_rec.done:
+                    out.append((other, other_rec))
         return out
 
     def _run_or_reuse(self, group: list, data_cache: dict, failures: list) -> None:
@@ -143,8 +145,7 @@ class Study:
         for c, r in members:  # where the technique came from: built-in, or a plugin's module, distribution and version
             r.start(c.model_dump(mode="json"), {**environment(self.device), "seed": c.seed,
                                                "technique": plugins.origin(c.technique)})
-        result = fit(rc, data, progress=self.progress, checkpoint=rec.checkpoint,
-                     **({"siblings": [c for c, _ in siblings]} if siblings else {}))
+        result = fit(rc, data, progress=self.progress, checkpoint=rec.checkpoint, siblings=[c for c, _ in siblings])
         rng = ckpt.rng_state(self.device)  # each run is scored from the RNG state its fit ended in
         # the first run last: the fit's checkpoint is in its record, removed when that one is done
         for (c, r), res in reversed(list(zip(members, [result, *result.siblings]))):

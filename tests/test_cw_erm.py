@@ -236,7 +236,7 @@ def test_adaptive_takes_no_gradient_step_on_its_held_out_slice(monkeypatch):
     assert bool(torch.isin(idx, kept).all()) and len(idx.unique()) == len(kept)
 
 
-def test_adaptive_refits_on_the_same_examples_as_its_erm_twin(monkeypatch):
+def test_adaptive_refits_on_the_same_examples_as_its_erm_twin(monkeypatch, tick_clock):
     """The adaptive rule learns its weights on a first fit that holds a slice out, then refits from
     scratch on the whole training split with those weights fixed: its model takes gradient steps on
     exactly the examples its ERM twin does, and the weights are the first fit's final ones."""
@@ -248,10 +248,7 @@ def test_adaptive_refits_on_the_same_examples_as_its_erm_twin(monkeypatch):
         yield from batches(split, *args, index=index, **kwargs)
 
     monkeypatch.setattr(train, "batches", recording)
-    # the loop's clock, made deterministic: every reading advances it by one second, so each epoch's
-    # training time is exactly 1 s and the cost accounting is checked without measuring anything
-    ticks = iter(range(10**6))
-    monkeypatch.setattr(train, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: float(next(ticks)))}))
+    # tick_clock: each epoch's training time is exactly 1 s, nothing is measured
     data = make_data(load_study("cw_erm", "smoke").data, 0)
     first = _adaptive_run(data)
     indices.clear()

@@ -45,11 +45,12 @@ def test_same_seed_twice_gives_identical_metrics(tmp_path):
                [{k: v for k, v in r.items() if k != "seconds"} for r in rb.history]
 
 
-def test_early_stopping_stops_and_changes_only_the_epochs_trained(tmp_path):
+def test_early_stopping_stops_and_changes_only_the_epochs_trained(tmp_path, tick_clock):
     """train.patience: the run stops after `patience` epochs without a better validation score and
-    records it; its trajectory up to the stop is the full run's, and it keeps the best epoch of those."""
-    from studylib.train import fit
+    records it; its trajectory up to the stop is the full run's, and it keeps the best epoch of those.
+    (On the deterministic clock an epoch's training and its validation are one second each.)"""
     from studylib.data import make_data
+    from studylib.train import fit
 
     cfg = load_study("dro", "smoke", {"seeds": [0], "train.epochs": 12, "eval.attacks": []})
     rc = next(r for r in cfg.runs() if r.arm == "erm_es")
@@ -64,7 +65,9 @@ def test_early_stopping_stops_and_changes_only_the_epochs_trained(tmp_path):
     # the kept epoch is the full run's best among the epochs both trained (the first of equals)
     scores = [r["val_worst_group_acc"] for r in full.history[:stop.epochs_run]]
     assert stop.best_epoch == scores.index(max(scores)) + 1
-    assert stop.val_seconds > 0 and full.val_seconds > 0  # validation is timed apart from training
+    # validation is timed apart from training: each epoch's clock reading after training opens it
+    assert (stop.train_seconds, stop.val_seconds) == (stop.epochs_run, stop.epochs_run)
+    assert (full.train_seconds, full.val_seconds) == (12, 12)
 
 
 def _cli(*args, timeout=600):
